@@ -1,0 +1,33 @@
+"""rodflow: continuous-time dynamics of Adam-family optimizers.
+
+Discrete maps (:func:`optimizer`, :func:`iterate`), their stable and rod flows, edge-of-stability
+measurements, recorded trajectories, and runtime flow optimizers, on one integrator.
+"""
+
+from . import problems
+from .derivatives import gradient, value_and_grad
+from .discrete import iterate
+from .integrate import IntegrationError, IntegrationResult, integrate
+from .optimizers import OPTIMIZERS, NonFiniteError, OptimizerSpec, optimizer
+from .phase import PhaseState, flatten, unflatten
+from .trajectory import Trajectory
+
+__all__ = [
+    "OPTIMIZERS",
+    "IntegrationError",
+    "IntegrationResult",
+    "NonFiniteError",
+    "OptimizerSpec",
+    "PhaseState",
+    "Trajectory",
+    "flatten",
+    "gradient",
+    "integrate",
+    "iterate",
+    "optimizer",
+    "problems",
+    "unflatten",
+    "value_and_grad",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,163 @@
+"""The one integrator: every ODE in rodflow (flows, fits, FlowAdam's runtime solve) goes through here.
+
+:func:`integrate` wraps :func:`torchdiffeq.odeint` with three additions: optional elementwise
+clipping of the vector field, solver statistics (field evaluations, accepted and rejected steps),
+and failure handling that raises :class:`IntegrationError` (non-finite state, step-size
+underflow, too many steps) instead of an ``AssertionError`` deep inside the solver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Union
+
+import torch
+from torch import Tensor, nn
+from torchdiffeq import odeint
+
+__all__ = ["FIXED_STEP_METHODS", "METHODS", "IntegrationError", "IntegrationResult", "SolverStats",
+           "integrate"]
+
+State = Union[Tensor, tuple[Tensor, ...]]
+Field = Callable[[Tensor, Any], Any]
+
+ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+FIXED_STEP_METHODS = ("euler", "midpoint", "heun3", "rk4", "explicit_adams", "implicit_adams")
+#: Methods accepted by :func:`integrate` (torchdiffeq's names).
+METHODS = ADAPTIVE_METHODS + FIXED_STEP_METHODS
+
+
+class IntegrationError(RuntimeError):
+    """The solve failed: non-finite state or field, step-size underflow, or too many steps.
+
+    ``stats`` holds the solver statistics up to the failure.
+    """
+
+    def __init__(self, message: str, stats: SolverStats):
+        super().__init__(message)
+        self.stats = stats
+
+
+@dataclass
+class SolverStats:
+    """Work done by one solve."""
+
+    nfe: int = 0  #: vector-field evaluations
+    n_steps: int = 0  #: steps taken (accepted steps for adaptive methods)
+    n_rejected: int = 0  #: rejected step attempts (adaptive methods)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"nfe": self.nfe, "n_steps": self.n_steps, "n_rejected": self.n_rejected}
+
+
+@dataclass
+class IntegrationResult:
+    """States at the requested times (leading time axis, like ``odeint``) and solver statistics."""
+
+    ys: State
+    t: Tensor
+    stats: SolverStats
+
+
+def _all_finite(y: State) -> bool:
+    if isinstance(y, Tensor):
+        return bool(torch.isfinite(y).all())
+    return all(bool(torch.isfinite(part).all()) for part in y)
+
+
+class _CountedField(nn.Module):
+    """Counts evaluations and steps through torchdiffeq's callback protocol; clips the field."""
+
+    def __init__(self, field: Field, clip: float | None, stats: SolverStats, adaptive: bool):
+        super().__init__()
+        self.field = field
+        self.clip = clip
+        self.stats = stats
+        if adaptive:
+            self.callback_accept_step = self._accept
+            self.callback_reject_step = self._reject
+        else:
+            self.callback_step = self._accept
+
+    def _accept(self, t0: Tensor, y0: State, dt: Tensor) -> None:
+        self.stats.n_steps += 1
+
+    def _reject(self, t0: Tensor, y0: State, dt: Tensor) -> None:
+        self.stats.n_rejected += 1
+
+    def forward(self, t: Tensor, y: State) -> State:
+        self.stats.nfe += 1
+        dy = self.field(t, y)
+        if self.clip is not None:
+            c = self.clip
+            dy = dy.clamp(-c, c) if isinstance(dy, Tensor) else tuple(d.clamp(-c, c) for d in dy)
+        return dy
+
+
+def integrate(
+    field: Field,
+    y0: State,
+    t: Tensor | Any,
+    *,
+    method: str = "dopri5",
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    options: dict[str, Any] | None = None,
+    clip: float | None = None,
+    check_finite: bool = True,
+) -> IntegrationResult:
+    """Solve ``dy/dt = field(t, y)`` from ``y(t[0]) = y0`` and return ``y`` at every time in ``t``.
+
+    Args:
+        field: the vector field, torchdiffeq's convention ``field(t, y)``; ``y`` is a tensor or a
+            tuple of tensors and the field returns the same structure.
+        y0: the initial state.
+        t: increasing (or decreasing) 1-d times; the output has a leading axis of ``len(t)``.
+        method: a torchdiffeq method (:data:`METHODS`); fixed-step methods take
+            ``options={"step_size": h}`` (default: the spacing of ``t``).
+        rtol, atol: tolerances of the adaptive methods.
+        options: passed to torchdiffeq (e.g. ``max_num_steps``, ``step_size``).
+        clip: if given, each component of the field is clamped to ``[-clip, clip]``.
+        check_finite: raise :class:`IntegrationError` if a returned state is not finite.
+
+    Raises:
+        IntegrationError: non-finite state, step-size underflow or ``max_num_steps`` exceeded.
+
+    >>> import torch
+    >>> res = integrate(lambda t, y: -y, torch.tensor([1.0], dtype=torch.float64),
+    ...                 torch.tensor([0.0, 1.0], dtype=torch.float64))
+    >>> abs(res.ys[-1].item() - 0.36787944117) < 1e-7
+    True
+    """
+    if method not in METHODS:
+        raise ValueError(f"method: unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if clip is not None and not clip > 0:
+        raise ValueError(f"clip must be positive, got {clip!r}")
+    if not (rtol > 0 and atol > 0):
+        raise ValueError(f"rtol and atol must be positive, got rtol={rtol!r}, atol={atol!r}")
+    if not callable(field):
+        raise TypeError("field must be callable as field(t, y)")
+    ref = y0 if isinstance(y0, Tensor) else y0[0]
+    t = torch.as_tensor(t, dtype=ref.dtype if ref.is_floating_point() else None, device=ref.device)
+    if t.ndim != 1 or t.numel() < 2:
+        raise ValueError(f"t must be a 1-d tensor of at least two times, got shape {tuple(t.shape)}")
+    stats = SolverStats()
+    func = _CountedField(field, clip, stats, adaptive=method in ADAPTIVE_METHODS)
+    if not _all_finite(y0):
+        raise IntegrationError("integrate: y0 is not finite", stats)
+    try:
+        ys = odeint(func, y0, t, method=method, rtol=rtol, atol=atol, options=options)
+    except AssertionError as err:  # torchdiffeq signals failures by assert
+        msg = str(err)
+        if "underflow" in msg:
+            raise IntegrationError(f"integrate: step size underflow ({msg}); the field is too stiff "
+                                   "or blows up", stats) from err
+        if "non-finite" in msg:
+            raise IntegrationError("integrate: the state became non-finite", stats) from err
+        if "max_num_steps" in msg:
+            raise IntegrationError(f"integrate: {msg}", stats) from err
+        raise
+    if check_finite and not _all_finite(ys):
+        raise IntegrationError("integrate: the solution is not finite", stats)
+    return IntegrationResult(ys=ys, t=t, stats=stats)

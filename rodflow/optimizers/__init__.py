@@ -1,0 +1,46 @@
+"""The discrete zoo: one :class:`OptimizerSpec` per optimizer, chosen by name.
+
+>>> import rodflow
+>>> rodflow.optimizer("nesterov", lr=0.1, momentum=0.9).threshold  # doctest: +ELLIPSIS
+1.357...
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .adam import Adam
+from .momentum import GD, Momentum
+from .rmsprop import RMSProp
+from .spec import GradFn, NonFiniteError, OptimizerSpec
+
+__all__ = ["OPTIMIZERS", "GradFn", "NonFiniteError", "OptimizerSpec", "optimizer"]
+
+_REGISTRY: dict[str, tuple[type[OptimizerSpec], dict[str, Any]]] = {
+    "gd": (GD, {}),
+    "heavy_ball": (Momentum, {"nesterov": False}),
+    "nesterov": (Momentum, {"nesterov": True}),
+    "scalar_rmsprop": (RMSProp, {"scalar": True}),
+    "rmsprop": (RMSProp, {"scalar": False}),
+    "scalar_adam": (Adam, {"scalar": True, "nesterov": False}),
+    "adam": (Adam, {"scalar": False, "nesterov": False}),
+    "scalar_nadam": (Adam, {"scalar": True, "nesterov": True}),
+    "nadam": (Adam, {"scalar": False, "nesterov": True}),
+}
+
+#: Registered optimizer names, in the order of the zoo.
+OPTIMIZERS: tuple[str, ...] = tuple(_REGISTRY)
+
+
+
+def optimizer(name: str, **hyperparameters: Any) -> OptimizerSpec:
+    """The spec of optimizer ``name`` with the given hyperparameters (named as in ``torch.optim``)."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string, got {type(name).__name__}")
+    if name not in _REGISTRY:
+        raise ValueError(f"name: unknown optimizer {name!r}; choose one of {', '.join(_REGISTRY)}")
+    cls, fixed = _REGISTRY[name]
+    clash = set(fixed) & set(hyperparameters)
+    if clash:
+        raise TypeError(f"{name}: {', '.join(sorted(clash))} is fixed by the name and cannot be passed")
+    return cls(**fixed, **hyperparameters)

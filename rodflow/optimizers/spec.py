@@ -1,0 +1,182 @@
+r"""The optimizer spec: one object per optimizer that gives its discrete map and its flows' pieces.
+
+Every optimizer in the zoo is a map on the phase-space state (θ, m, v, t) of the form
+
+.. math::
+
+    g = \nabla L(\theta_t),\quad
+    m_{t+1} = \beta m_t + a\,g,\quad
+    v_{t+1} = \beta_2 v_t + (1-\beta_2)\,\mathrm{sq}(g),\quad
+    \theta_{t+1} = \theta_t - D(m_{t+1}, v_{t+1}, t+1)\odot u(m_{t+1}, g, t+1)
+
+with ``sq(g) = g ⊙ g`` (per-coordinate methods) or ``‖g‖²`` (scalar methods), a step size ``D``
+and an update direction ``u`` that is *linear* in ``(m, g)``. A subclass states ``β``, ``a``,
+``β₂``, ``sq``, ``D`` and ``u``; :meth:`OptimizerSpec.step` and the flows in :mod:`rodflow.flows`
+are written once over these pieces, so the mathematics of each optimizer lives in one place.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from numbers import Real
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..phase import PhaseState
+
+__all__ = ["GradFn", "NonFiniteError", "OptimizerSpec", "check_gradient"]
+
+GradFn = Callable[[Tensor], Tensor]
+
+
+class NonFiniteError(FloatingPointError, ValueError):
+    """A gradient or state became non-finite (the run diverged, or the loss returned NaN)."""
+
+
+def check_real(name: str, value: Any, *, lo: float, hi: float = math.inf, lo_open: bool = False,
+               hi_open: bool = True) -> float:
+    """Validate a real hyperparameter and return it as a float, naming ``name`` in any error."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    x = float(value)
+    if math.isnan(x):
+        raise ValueError(f"{name} must not be NaN")
+    below = x <= lo if lo_open else x < lo
+    above = x >= hi if hi_open else x > hi
+    if below or above:
+        lb = "(" if lo_open else "["
+        rb = ")" if hi_open else "]"
+        raise ValueError(f"{name} must lie in {lb}{lo}, {hi}{rb}, got {value!r}")
+    return x
+
+
+def check_gradient(g: Any, theta: Tensor, t: int) -> Tensor:
+    """Check that ``grad_fn`` returned a finite flat tensor shaped like θ."""
+    if not isinstance(g, Tensor):
+        raise TypeError(f"grad_fn must return a tensor, got {type(g).__name__}")
+    if g.shape != theta.shape:
+        raise ValueError(
+            f"grad_fn returned shape {tuple(g.shape)}, expected {tuple(theta.shape)} (the shape of theta)")
+    if not bool(torch.isfinite(g).all()):
+        raise NonFiniteError(
+            f"grad_fn returned a non-finite gradient at step {t}: the run diverged or the loss is NaN; "
+            "lower lr or check loss_fn")
+    return g
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimizerSpec(ABC):
+    """Abstract optimizer spec: frozen hyperparameters, the exact discrete map and its flow pieces.
+
+    Subclasses are final frozen dataclasses; hyperparameters are keyword-only and named as in the
+    matching ``torch.optim`` class. Construction validates every value (``ValueError`` naming it).
+    """
+
+    lr: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lr", check_real("lr", self.lr, lo=0.0, lo_open=True))
+
+    # ------------------------------------------------------------------ identity
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """The registry name (``"adam"``, ``"scalar_rmsprop"``, ...)."""
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The constructor's arguments, for recording an experiment's configuration."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    # ------------------------------------------------------------------ the pieces
+    @property
+    def beta(self) -> float:
+        """Decay β of the first moment (0 without one)."""
+        return 0.0
+
+    @property
+    def moment_coef(self) -> float:
+        """Coefficient ``a`` of the gradient in ``m' = βm + a g``."""
+        return 1.0
+
+    @property
+    def beta2(self) -> float | None:
+        """Decay β₂ of the second moment, or ``None`` without one."""
+        return None
+
+    @property
+    def has_momentum(self) -> bool:
+        return False
+
+    @property
+    def scalar(self) -> bool:
+        """True when ``v`` is one number tracking the squared gradient norm."""
+        return False
+
+    def second_moment(self, g: Tensor) -> Tensor:
+        """``sq(g)``: ``g ⊙ g``, or ``‖g‖²`` (a 0-d tensor) for the scalar variants."""
+        return g.square().sum() if self.scalar else g * g
+
+    @abstractmethod
+    def step_size(self, m: Tensor | None, v: Tensor | None, t: float) -> Tensor | float:
+        """``D(m, v, t)``: the per-coordinate (or scalar) step size applied to the direction."""
+
+    @abstractmethod
+    def direction(self, m: Tensor | None, g: Tensor, t: float) -> Tensor:
+        """``u(m, g, t)``, linear in ``(m, g)``: the vector that the step size multiplies."""
+
+    @abstractmethod
+    def preconditioner(self, state: PhaseState) -> Tensor:
+        """The vector P such that P⁻¹ is the per-coordinate step size on the update direction."""
+
+    @property
+    @abstractmethod
+    def threshold(self) -> float:
+        """The edge-of-stability value of λ_max(P⁻¹H) for this optimizer."""
+
+    # ------------------------------------------------------------------ the map
+    def init(self, theta: Tensor) -> PhaseState:
+        """The initial state at ``theta`` (zero moments, ``t = 0``)."""
+        if not isinstance(theta, Tensor):
+            raise TypeError(f"theta must be a tensor, got {type(theta).__name__}")
+        if theta.ndim != 1:
+            raise ValueError(f"theta must be a flat vector, got shape {tuple(theta.shape)}")
+        if not theta.is_floating_point():
+            raise TypeError(f"theta must be floating point, got {theta.dtype}")
+        theta = theta.detach().clone()
+        m = torch.zeros_like(theta) if self.has_momentum else None
+        v: Tensor | None = None
+        if self.beta2 is not None:
+            v = theta.new_zeros(()) if self.scalar else torch.zeros_like(theta)
+        return PhaseState(theta=theta, m=m, v=v, t=0)
+
+    def update(self, state: PhaseState, g: Tensor) -> PhaseState:
+        """The discrete map given the gradient ``g = ∇L(θ_t)`` (see the module docstring)."""
+        t = state.t + 1
+        m = None
+        if state.m is not None:
+            m = self.beta * state.m + self.moment_coef * g
+        v = None
+        if state.v is not None:
+            b2 = self.beta2
+            assert b2 is not None
+            v = b2 * state.v + (1.0 - b2) * self.second_moment(g)
+        theta = state.theta - self.step_size(m, v, t) * self.direction(m, g, t)
+        return PhaseState(theta=theta, m=m, v=v, t=t)
+
+    def step(self, state: PhaseState, grad_fn: GradFn) -> PhaseState:
+        """One exact step of the optimizer: ``update(state, grad_fn(state.theta))``.
+
+        ``grad_fn`` must return a finite tensor shaped like θ; anything else raises.
+        """
+        g = check_gradient(grad_fn(state.theta), state.theta, state.t)
+        return self.update(state, g)
+
+    def _require_started(self, state: PhaseState) -> None:
+        if state.t < 1:
+            raise ValueError(f"{self.name}: the preconditioner is defined from the first step on (t ≥ 1), "
+                             f"got t={state.t}")

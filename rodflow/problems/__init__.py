@@ -1,0 +1,16 @@
+"""Problems: tasks turned into a flat loss ``loss_fn(θ)`` with an initial point.
+
+>>> import torch, rodflow
+>>> prob = rodflow.problems.quadratic([3.0, 1.0], seed=0)
+>>> float(prob.loss_fn(torch.zeros(2, dtype=torch.float64)))
+0.0
+"""
+
+from .base import Problem
+from .data import digits, fashion_mnist, mnist5k, one_hot
+from .factorization import matrix_factorization
+from .nets import digits_mlp, mlp, module_problem
+from .quadratic import quadratic, random_rotation
+
+__all__ = ["Problem", "digits", "digits_mlp", "fashion_mnist", "matrix_factorization", "mlp", "mnist5k", "module_problem",
+           "one_hot", "quadratic", "random_rotation"]

