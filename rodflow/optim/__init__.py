@@ -1,0 +1,3 @@
+"""Runtime optimizers: ``torch.optim.Optimizer`` classes built on rodflow's mathematics."""
+
+__all__: list[str] = []
