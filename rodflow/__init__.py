@@ -5,8 +5,10 @@ measurements, recorded trajectories, and runtime flow optimizers, on one integra
 """
 
 from . import problems
+from .compare import Comparison, compare
 from .derivatives import gradient, value_and_grad
 from .discrete import iterate
+from .flows import Flow, FlowSolution, rod_flow, stable_flow
 from .integrate import IntegrationError, IntegrationResult, integrate
 from .optimizers import OPTIMIZERS, NonFiniteError, OptimizerSpec, optimizer
 from .phase import PhaseState, flatten, unflatten
@@ -14,18 +16,24 @@ from .trajectory import Trajectory
 
 __all__ = [
     "OPTIMIZERS",
+    "Comparison",
+    "Flow",
+    "FlowSolution",
     "IntegrationError",
     "IntegrationResult",
     "NonFiniteError",
     "OptimizerSpec",
     "PhaseState",
     "Trajectory",
+    "compare",
     "flatten",
     "gradient",
     "integrate",
     "iterate",
     "optimizer",
     "problems",
+    "rod_flow",
+    "stable_flow",
     "unflatten",
     "value_and_grad",
 ]

@@ -101,8 +101,8 @@ def integrate(
     t: Tensor | Any,
     *,
     method: str = "dopri5",
-    rtol: float = 1e-7,
-    atol: float = 1e-9,
+    rtol: float | tuple[float, ...] = 1e-7,
+    atol: float | tuple[float, ...] = 1e-9,
     options: dict[str, Any] | None = None,
     clip: float | None = None,
     check_finite: bool = True,
@@ -116,7 +116,8 @@ def integrate(
         t: increasing (or decreasing) 1-d times; the output has a leading axis of ``len(t)``.
         method: a torchdiffeq method (:data:`METHODS`); fixed-step methods take
             ``options={"step_size": h}`` (default: the spacing of ``t``).
-        rtol, atol: tolerances of the adaptive methods.
+        rtol, atol: tolerances of the adaptive methods; for a tuple state, a tuple gives one
+            tolerance per entry (e.g. a small ``atol`` for an entry that lives at a small scale).
         options: passed to torchdiffeq (e.g. ``max_num_steps``, ``step_size``).
         clip: if given, each component of the field is clamped to ``[-clip, clip]``.
         check_finite: raise :class:`IntegrationError` if a returned state is not finite.
@@ -134,8 +135,12 @@ def integrate(
         raise ValueError(f"method: unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if clip is not None and not clip > 0:
         raise ValueError(f"clip must be positive, got {clip!r}")
-    if not (rtol > 0 and atol > 0):
-        raise ValueError(f"rtol and atol must be positive, got rtol={rtol!r}, atol={atol!r}")
+    for tol_name, tol in (("rtol", rtol), ("atol", atol)):
+        values = tol if isinstance(tol, tuple) else (tol,)
+        if isinstance(tol, tuple) and (isinstance(y0, Tensor) or len(tol) != len(y0)):
+            raise ValueError(f"{tol_name}: a tuple of tolerances needs a tuple state of the same length")
+        if not all(isinstance(x, int | float) and x > 0 for x in values):
+            raise ValueError(f"{tol_name} must be positive, got {tol!r}")
     if not callable(field):
         raise TypeError("field must be callable as field(t, y)")
     ref = y0 if isinstance(y0, Tensor) else y0[0]

@@ -154,17 +154,21 @@ class OptimizerSpec(ABC):
             v = theta.new_zeros(()) if self.scalar else torch.zeros_like(theta)
         return PhaseState(theta=theta, m=m, v=v, t=0)
 
+    def next_m(self, m: Tensor, g: Tensor) -> Tensor:
+        """``m' = βm + a g``."""
+        return self.beta * m + self.moment_coef * g
+
+    def next_v(self, v: Tensor, sq: Tensor) -> Tensor:
+        """``v' = β₂v + (1 − β₂) sq`` where ``sq`` is :meth:`second_moment` of a gradient."""
+        b2 = self.beta2
+        assert b2 is not None
+        return b2 * v + (1.0 - b2) * sq
+
     def update(self, state: PhaseState, g: Tensor) -> PhaseState:
         """The discrete map given the gradient ``g = ∇L(θ_t)`` (see the module docstring)."""
         t = state.t + 1
-        m = None
-        if state.m is not None:
-            m = self.beta * state.m + self.moment_coef * g
-        v = None
-        if state.v is not None:
-            b2 = self.beta2
-            assert b2 is not None
-            v = b2 * state.v + (1.0 - b2) * self.second_moment(g)
+        m = None if state.m is None else self.next_m(state.m, g)
+        v = None if state.v is None else self.next_v(state.v, self.second_moment(g))
         theta = state.theta - self.step_size(m, v, t) * self.direction(m, g, t)
         return PhaseState(theta=theta, m=m, v=v, t=t)
 
