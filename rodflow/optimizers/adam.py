@@ -71,7 +71,7 @@ def nadam_mu_product(beta1: float, momentum_decay: float | None, t: float) -> fl
         return beta1**t
     if beta1 == 0.0:
         return 0.0 if t >= 1 else 1.0
-    n = max(int(math.floor(t)), 0)
+    n = max(math.floor(t), 0)
     size = 1 << max(n + 1, 1024).bit_length()  # cache in powers of two
     table = _log_mu_cumsum(beta1, momentum_decay, size)
     frac = t - n

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -29,7 +30,7 @@ def mlp(sizes: Sequence[int], *, activation: str = "tanh", bias: bool = True, se
     torch.manual_seed(seed)
     try:
         layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
             layers.append(nn.Linear(a, b, bias=bias))
             if i < len(sizes) - 2:
                 layers.append(_ACTIVATIONS[activation]())
