@@ -20,6 +20,9 @@ and differenced (u is linear in (m, g); N is smooth), gives the *rod map*
     W' = W - D\,u(M^+, \bar g),\qquad \Delta' = -\Delta + D\,u(-\mu^+, \tilde g),
     \qquad D = D(M^+, N^+, t+1),
 
+(when the step size depends on the moment, as VRAdam's does, the even and odd steps use
+``D_e = D(M⁺ − μ⁺)`` and ``D_o = D(M⁺ + μ⁺)``; with ``D̄, D̃ = (D_e ± D_o)/2`` the map becomes
+``W' = W − D̄Ū − D̃Ũ``, ``Δ' = −Δ + D̄Ũ + D̃Ū``, and D̃ = 0 recovers the above),
 and the rod flow is this map read as an Euler step of size 1 (the "post-update" form):
 
 .. math::
@@ -36,13 +39,14 @@ With Δ = μ = 0 the rod flow is the stable flow.
 
 **Floor.** Before the edge of stability Δ decays like ``exp(−(2 − S)t)`` and can underflow to
 exactly 0, after which the rod is the stable flow forever. The floor adds
-``λ_f · max(0, 1 − ‖Δ‖/(ρ‖W‖)) · (Δ, μ)`` to ``(Δ̇, μ̇)``: it only acts while ‖Δ‖ < ρ‖W‖, keeps
+``λ_f · max(0, 1 − ‖Δ‖/(ρ‖W‖))² · (Δ, μ)`` to ``(Δ̇, μ̇)`` (squared so that the field stays
+continuously differentiable, which adaptive solvers need): it only acts while ‖Δ‖ < ρ‖W‖, keeps
 the direction of (Δ, μ) (which the linear dynamics align with the least stable mode), and is
 off once the rod has inflated. ``ρ`` (``floor``, default 10⁻¹⁰, far below any oscillation that
 matters and far above float64 underflow) sets the smallest relative rod width; ``λ_f``
-(``floor_rate``, default 3) how strongly it is held. The linearised rod decays at a rate of at
-most 2 for any stable optimizer (the eigenvalues of ``A`` have real part ≥ −1), so with λ_f = 3
-the width settles at no less than ρ(1 − 2/3) = ρ/3 before the edge of stability.
+(``floor_rate``, default 4.5) how strongly it is held. The linearised rod decays at a rate κ of
+at most 2 for any stable optimizer (the eigenvalues of ``A`` have real part ≥ −1); the width
+settles where ``λ_f(1 − r)² = κ``, so with λ_f = 4.5 at no less than ρ(1 − √(2/4.5)) = ρ/3.
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ class RodFlow(Flow):
     kind = "rod"
 
     def __init__(self, spec: OptimizerSpec, loss_fn: LossFn, *, rate: str = "step", floor: float | None = 1e-10,
-                 floor_rate: float = 3.0):
+                 floor_rate: float = 4.5):
         super().__init__(spec, loss_fn, rate=rate)
         if floor is not None and not (isinstance(floor, int | float) and 0 < floor < 1):
             raise ValueError(f"floor must be None or a relative width in (0, 1), got {floor!r}")
@@ -88,7 +92,7 @@ class RodFlow(Flow):
         if self.floor is None or self.floor_rate == 0:
             return 0.0
         ratio = torch.linalg.vector_norm(delta) / (self.floor * torch.linalg.vector_norm(w)).clamp_min(1e-300)
-        return self.floor_rate * (1.0 - ratio).clamp_min(0.0)
+        return self.floor_rate * (1.0 - ratio).clamp_min(0.0).square()
 
     def field(self, t: Tensor | float, y: Y) -> Y:
         s = self.spec
@@ -104,11 +108,17 @@ class RodFlow(Flow):
         np_ = None
         if "N" in x:
             np_ = s.next_v(x["N"], 0.5 * (s.second_moment(gp) + s.second_moment(gm)))
-        d = s.step_size(mp, np_, tn)
         u_bar = s.direction(mp, gbar, tn)
         u_til = s.direction(None if mup is None else -mup, gtil, tn)
+        if mp is None:
+            d_bar, d_til = s.step_size(mp, np_, tn), 0.0
+        else:
+            assert mup is not None
+            # the step size may depend on the moment (VRAdam): even and odd steps differ
+            d_even, d_odd = s.step_size(mp - mup, np_, tn), s.step_size(mp + mup, np_, tn)
+            d_bar, d_til = 0.5 * (d_even + d_odd), 0.5 * (d_even - d_odd)
         gain = self._floor_gain(w, delta)
-        out = [-d * u_bar, -2.0 * delta + d * u_til + gain * delta]
+        out = [-(d_bar * u_bar + d_til * u_til), -2.0 * delta + d_bar * u_til + d_til * u_bar + gain * delta]
         if mp is not None:
             assert mup is not None
             out += [self._relax(s.beta) * (mp - x["M"]), mup - x["mu"] + gain * x["mu"]]
@@ -170,7 +180,7 @@ class RodFlow(Flow):
         return {"floor": self.floor, "floor_rate": self.floor_rate}
 
 
-def rod_flow(spec: OptimizerSpec, loss_fn: LossFn, *, floor: float | None = 1e-10, floor_rate: float = 3.0,
+def rod_flow(spec: OptimizerSpec, loss_fn: LossFn, *, floor: float | None = 1e-10, floor_rate: float = 4.5,
              rate: str = "step") -> RodFlow:
     """The rod flow of optimizer ``spec`` on ``loss_fn`` (see :class:`RodFlow`)."""
     return RodFlow(spec, loss_fn, rate=rate, floor=floor, floor_rate=floor_rate)

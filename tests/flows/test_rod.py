@@ -134,3 +134,31 @@ def test_rod_initial_state_fits_a_period_two_sequence():
     y = rodflow.rod_flow(spec, prob.loss_fn).initial(traj, step=1)  # one-sided at the first row
     torch.testing.assert_close(y[0], centre[0])
     torch.testing.assert_close(y[1], delta)
+
+
+@pytest.mark.parametrize("name", ["gd", "heavy_ball", "nesterov"])
+def test_euler_step_of_the_rod_is_the_average_of_an_even_and_an_odd_step(name, small_mlp):
+    """The rod map is exact for period two: one Euler step of size 1 averages and differences the
+    optimizer's steps from W + Δ and W − Δ (exact for methods whose step size has no ν)."""
+    spec = rodflow.optimizer(name, **CASES[name])
+    flow = rodflow.rod_flow(spec, small_mlp.loss_fn, floor=None)
+    gen = torch.Generator().manual_seed(0)
+    d = small_mlp.dim
+    w = small_mlp.theta0
+    delta = 1e-2 * torch.randn(d, generator=gen, dtype=torch.float64)
+    y = [w, delta]
+    if "M" in flow.names:
+        m, mu = torch.randn(d, generator=gen, dtype=torch.float64), torch.randn(d, generator=gen, dtype=torch.float64)
+        y += [m, mu]
+    t = 7
+    dy = flow.field(torch.tensor(float(t), dtype=torch.float64), tuple(y))
+    after = [a + b for a, b in zip(y, dy)]
+    grad = rodflow.gradient(small_mlp.loss_fn)
+    even = spec.step(rodflow.PhaseState(theta=w + delta, m=None if len(y) == 2 else m + mu, t=t), grad)
+    odd = spec.step(rodflow.PhaseState(theta=w - delta, m=None if len(y) == 2 else m - mu, t=t), grad)
+    # from an even iterate the next one is odd: w_e' = W' − Δ', w_o' = W' + Δ'
+    torch.testing.assert_close(after[0], (even.theta + odd.theta) / 2, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(after[1], (odd.theta - even.theta) / 2, rtol=1e-12, atol=1e-14)
+    if len(y) > 2:
+        torch.testing.assert_close(after[2], (even.m + odd.m) / 2, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(after[3], (odd.m - even.m) / 2, rtol=1e-12, atol=1e-14)
