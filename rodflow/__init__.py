@@ -4,7 +4,7 @@ Discrete maps (:func:`optimizer`, :func:`iterate`), their stable and rod flows, 
 measurements, recorded trajectories, and runtime flow optimizers, on one integrator.
 """
 
-from . import problems
+from . import plot, problems
 from .compare import Comparison, compare
 from .derivatives import gradient, value_and_grad
 from .discrete import iterate
@@ -12,6 +12,7 @@ from .flows import Flow, FlowSolution, rod_flow, stable_flow
 from .integrate import IntegrationError, IntegrationResult, integrate
 from .optimizers import OPTIMIZERS, NonFiniteError, OptimizerSpec, optimizer
 from .phase import PhaseState, flatten, unflatten
+from .sharpness import SharpnessResult, hvp, preconditioned_sharpness, sharpness
 from .trajectory import Trajectory
 
 __all__ = [
@@ -24,15 +25,20 @@ __all__ = [
     "NonFiniteError",
     "OptimizerSpec",
     "PhaseState",
+    "SharpnessResult",
     "Trajectory",
     "compare",
     "flatten",
     "gradient",
+    "hvp",
     "integrate",
     "iterate",
     "optimizer",
+    "plot",
+    "preconditioned_sharpness",
     "problems",
     "rod_flow",
+    "sharpness",
     "stable_flow",
     "unflatten",
     "value_and_grad",

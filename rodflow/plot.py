@@ -1,0 +1,148 @@
+"""Figures: sharpness curves, loss curves, and how flows track the iterates.
+
+Every function returns a :class:`matplotlib.figure.Figure` built without pyplot, so nothing
+here changes the backend or opens a window; in a notebook the figure displays itself, elsewhere
+call ``fig.savefig(path)``. Runs are any objects with ``.t`` and ``.loss`` and, for sharpness,
+a ``.sharpness`` dict like :attr:`rodflow.Trajectory.sharpness` (trajectories and flow solutions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+__all__ = ["loss_curves", "sharpness_curve", "tracking"]
+
+
+def _np(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=float)
+
+
+def sharpness_curve(
+    *runs: Any,
+    threshold: float | None = None,
+    preconditioned: bool = False,
+    labels: Sequence[str] | None = None,
+    loss: bool = True,
+    logy: bool = False,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Sharpness against step for each run, with the stability threshold as a horizontal line.
+
+    Args:
+        runs: trajectories or flow solutions whose ``.sharpness`` was recorded
+            (``iterate(..., sharpness_every=N)``, ``solve(..., sharpness_every=N)``).
+        threshold: the line to draw (e.g. ``spec.threshold`` for the preconditioned sharpness,
+            ``spec.threshold / lr`` for the raw sharpness of GD-like methods).
+        preconditioned: plot λ_max(P⁻¹H) instead of λ_max(H).
+        labels: one legend label per run.
+        loss: add a loss panel underneath (ignored when ``ax`` is given).
+        logy: logarithmic y axes.
+        ax: draw the sharpness into this axes instead of a new figure.
+    """
+    if not runs:
+        raise ValueError("runs: give at least one trajectory or flow solution")
+    if labels is not None and len(labels) != len(runs):
+        raise ValueError(f"labels: expected {len(runs)} labels, got {len(labels)}")
+    key, step_key = (("preconditioned_sharpness", "preconditioned_step") if preconditioned
+                     else ("sharpness", "step"))
+    if ax is None:
+        fig = Figure(figsize=(7.0, 6.0 if loss else 4.0), layout="constrained")
+        if loss:
+            ax, ax_loss = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+        else:
+            ax, ax_loss = fig.add_subplot(), None
+    else:
+        fig, ax_loss = ax.figure, None  # type: ignore[assignment]
+    for i, run in enumerate(runs):
+        series = getattr(run, "sharpness", None) or {}
+        if key not in series or series[key].numel() == 0:
+            raise ValueError(f"runs[{i}] has no recorded {key.replace('_', ' ')}: record it with sharpness_every=N")
+        label = labels[i] if labels is not None else f"run {i}"
+        ax.plot(_np(series[step_key]), _np(series[key]), marker=".", ms=3, lw=1.3, label=label)
+        if ax_loss is not None:
+            ax_loss.plot(_np(run.t), _np(run.loss), lw=1.2, label=label)
+    if threshold is not None:
+        ax.axhline(threshold, color="k", ls="--", lw=1.0, label=f"threshold {threshold:.4g}")
+    ax.set_ylabel("λ_max(P⁻¹H)" if preconditioned else "λ_max(H)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    if logy:
+        ax.set_yscale("log")
+    if ax_loss is not None:
+        ax_loss.set_ylabel("training loss")
+        ax_loss.set_xlabel("step")
+        ax_loss.set_yscale("log")
+        ax_loss.grid(alpha=0.3)
+    else:
+        ax.set_xlabel("step")
+    return fig
+
+
+def loss_curves(runs: Mapping[str, Any], *, logy: bool = True, title: str | None = None) -> Figure:
+    """Loss against step for several runs (a mapping label → Trajectory or FlowSolution)."""
+    if not runs:
+        raise ValueError("runs: nothing to plot")
+    fig = Figure(figsize=(7.0, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    for label, run in runs.items():
+        ax.plot(_np(run.t), _np(run.loss), label=label, lw=1.4)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.legend(fontsize=8, ncols=2)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def tracking(trajectory: Any, comparisons: Mapping[str, Any], *, title: str | None = None) -> Figure:
+    """How well flows track the iterates: distance, oscillation amplitude and loss over steps.
+
+    ``comparisons`` maps a label (``"stable"``, ``"rod"``) to a :class:`rodflow.Comparison`;
+    the EoS onset ``k*`` is marked when known.
+    """
+    if not comparisons:
+        raise ValueError("comparisons: nothing to plot")
+    fig = Figure(figsize=(7.0, 7.5), layout="constrained")
+    ax_d, ax_a, ax_l = fig.subplots(3, 1, sharex=True)
+    k_star = None
+    for label, comp in comparisons.items():
+        t = _np(comp.t)
+        ax_d.plot(t, _np(comp.distance), label=label, lw=1.3)
+        if label != "stable":
+            ax_a.plot(t, _np(comp.flow_amplitude), label=f"{label}: ‖Δ‖", lw=1.3)
+        k_star = comp.k_star if comp.k_star is not None else k_star
+    first = next(iter(comparisons.values()))
+    ax_a.plot(_np(first.t), _np(first.amplitude), color="k", lw=0.8, alpha=0.6, label="iterates: ½‖θₖ₊₁ − θₖ‖")
+    ax_l.plot(_np(trajectory.t), _np(trajectory.loss), color="k", lw=1.0, label="iterates")
+    for label, comp in comparisons.items():
+        sol_loss = comp.loss_gap  # plotted as the gap: the flows' own losses sit on top of the iterates'
+        ax_l.plot(_np(comp.t), _np(sol_loss), lw=1.0, ls="--", label=f"|loss gap| {label}")
+    ax_d.set_ylabel("‖θₖ − θ̂ₖ‖")
+    ax_a.set_ylabel("oscillation")
+    ax_l.set_ylabel("loss")
+    ax_l.set_xlabel("step")
+    for ax in (ax_d, ax_a, ax_l):
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        if k_star is not None:
+            ax.axvline(k_star, color="tab:red", ls=":", lw=1.0)
+        ax.legend(fontsize=8)
+    if k_star is not None:
+        ax_d.annotate("k*", (k_star, 1), xycoords=("data", "axes fraction"), color="tab:red",
+                      xytext=(3, -12), textcoords="offset points")
+    if title:
+        ax_d.set_title(title)
+    return fig

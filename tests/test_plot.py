@@ -1,0 +1,61 @@
+"""Figures: what they draw, and that they refuse runs without the data they need."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+import rodflow
+from rodflow import plot
+
+
+@pytest.fixture(scope="module")
+def runs():
+    prob = rodflow.problems.quadratic([3.0, 1.0], seed=0, center=torch.tensor([1.0, 1.0], dtype=torch.float64))
+    spec = rodflow.optimizer("heavy_ball", lr=0.3, momentum=0.5)
+    traj = rodflow.iterate(spec, prob.loss_fn, prob.theta0, steps=12, sharpness_every=4)
+    sol = rodflow.rod_flow(spec, prob.loss_fn).solve(traj, sharpness_every=4)
+    return spec, traj, sol
+
+
+def test_sharpness_curve_draws_each_run_and_the_threshold(runs, tmp_path):
+    spec, traj, sol = runs
+    fig = plot.sharpness_curve(traj, sol, threshold=spec.threshold, preconditioned=True, labels=["iterates", "rod"])
+    assert isinstance(fig, Figure)
+    ax, ax_loss = fig.axes
+    lines = ax.get_lines()
+    assert [ln.get_label() for ln in lines][:2] == ["iterates", "rod"]
+    torch.testing.assert_close(torch.as_tensor(lines[0].get_ydata()), traj.sharpness["preconditioned_sharpness"])
+    assert lines[2].get_ydata()[0] == pytest.approx(spec.threshold)
+    assert ax.get_ylabel() == "λ_max(P⁻¹H)" and ax_loss.get_xlabel() == "step"
+    fig.savefig(tmp_path / "s.png")
+    assert (tmp_path / "s.png").stat().st_size > 1000
+
+
+def test_sharpness_curve_into_given_axes_and_errors(runs):
+    spec, traj, _ = runs
+    fig = Figure()
+    ax = fig.add_subplot()
+    assert plot.sharpness_curve(traj, ax=ax, logy=True) is fig
+    assert ax.get_yscale() == "log"
+    bare = rodflow.iterate(spec, lambda th: (th**2).sum(), torch.ones(2, dtype=torch.float64), steps=3)
+    with pytest.raises(ValueError, match="sharpness_every"):
+        plot.sharpness_curve(bare)
+    with pytest.raises(ValueError, match="labels"):
+        plot.sharpness_curve(traj, labels=["a", "b"])
+    with pytest.raises(ValueError, match="runs"):
+        plot.sharpness_curve()
+
+
+def test_loss_curves_and_tracking(runs, tmp_path):
+    spec, traj, sol = runs
+    fig = plot.loss_curves({"iterates": traj, "rod": sol})
+    assert [ln.get_label() for ln in fig.axes[0].get_lines()] == ["iterates", "rod"]
+    cmp = rodflow.compare(traj, sol, window=(6, 13))
+    fig = plot.tracking(traj, {"rod": cmp})
+    assert len(fig.axes) == 3
+    torch.testing.assert_close(torch.as_tensor(fig.axes[0].get_lines()[0].get_ydata()), cmp.distance)
+    fig.savefig(tmp_path / "t.png")
+    with pytest.raises(ValueError):
+        plot.loss_curves({})
