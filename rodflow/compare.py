@@ -34,7 +34,11 @@ class Comparison:
         relative_distance: ``[n]`` ``distance / ‖θ_k‖``.
         centre_distance: ``[n]`` ``‖c_k − W_k‖``, ``c_k = (θ_{k−1} + 2θ_k + θ_{k+1})/4`` the
             iterates' three-point centre (NaN where a neighbour is missing: first and last step).
-        amplitude: ``[n]`` the iterates' oscillation ``½‖θ_{k+1} − θ_k‖`` (NaN at the last step).
+        amplitude: ``[n]`` ``½‖θ_{k+1} − θ_k‖`` (NaN at the last step): the oscillation amplitude
+            when the iterates oscillate, but it also counts the drift.
+        alternating_amplitude: ``[n]`` ``‖2θ_k − θ_{k−1} − θ_{k+1}‖/4``, the three-point estimate of the
+            iterates' period-two half-difference (the drift cancels; NaN at the ends). Compare it with
+            ``flow_amplitude``.
         flow_amplitude: ``[n]`` the rod's ``‖Δ_k‖`` (zeros for the stable flow).
         loss_gap: ``[n]`` ``|L(θ̂_k) − L(θ_k)|``.
         k_star: first step at which the iterates reach their threshold, or ``None``.
@@ -46,6 +50,7 @@ class Comparison:
     relative_distance: Tensor
     centre_distance: Tensor
     amplitude: Tensor
+    alternating_amplitude: Tensor
     flow_amplitude: Tensor
     loss_gap: Tensor
     k_star: int | None
@@ -105,12 +110,13 @@ def compare(trajectory: Trajectory, solution: FlowSolution, *, window: tuple[int
     dist = torch.linalg.vector_norm(theta - pred, dim=1)
     rel = dist / torch.linalg.vector_norm(theta, dim=1).clamp_min(torch.finfo(theta.dtype).tiny)
     nan = torch.full_like(dist, float("nan"))
-    centre_dist, amp = nan.clone(), nan.clone()
+    centre_dist, amp, alt = nan.clone(), nan.clone(), nan.clone()
     t_all = trajectory.t
     for i, (r, s) in enumerate(zip(rows.tolist(), common)):
         if 0 < r < len(trajectory) - 1 and int(t_all[r - 1]) == s - 1 and int(t_all[r + 1]) == s + 1:
             c = (trajectory.theta[r - 1] + 2 * trajectory.theta[r] + trajectory.theta[r + 1]) / 4
             centre_dist[i] = torch.linalg.vector_norm(c - solution.centre[cols[i]])
+            alt[i] = torch.linalg.vector_norm(trajectory.theta[r] - c)
         if r < len(trajectory) - 1 and int(t_all[r + 1]) == s + 1:
             amp[i] = 0.5 * torch.linalg.vector_norm(trajectory.theta[r + 1] - trajectory.theta[r])
     flow_amp = (torch.zeros_like(dist) if solution.delta is None
@@ -136,5 +142,5 @@ def compare(trajectory: Trajectory, solution: FlowSolution, *, window: tuple[int
     if window is None and k_star is not None:
         window = (k_star, common[-1] + 1)
     return Comparison(t=torch.tensor(common), distance=dist, relative_distance=rel, centre_distance=centre_dist,
-                      amplitude=amp, flow_amplitude=flow_amp, loss_gap=loss_gap, k_star=k_star, window=window,
+                      amplitude=amp, alternating_amplitude=alt, flow_amplitude=flow_amp, loss_gap=loss_gap, k_star=k_star, window=window,
                       info={"optimizer": spec_name, "flow": solution.kind})

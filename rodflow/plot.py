@@ -125,7 +125,8 @@ def tracking(trajectory: Any, comparisons: Mapping[str, Any], *, title: str | No
             ax_a.plot(t, _np(comp.flow_amplitude), label=f"{label}: ‖Δ‖", lw=1.3)
         k_star = comp.k_star if comp.k_star is not None else k_star
     first = next(iter(comparisons.values()))
-    ax_a.plot(_np(first.t), _np(first.amplitude), color="k", lw=0.8, alpha=0.6, label="iterates: ½‖θₖ₊₁ − θₖ‖")
+    ax_a.plot(_np(first.t), _np(first.alternating_amplitude), color="k", lw=0.8, alpha=0.7,
+              label="iterates: ‖2θₖ − θₖ₋₁ − θₖ₊₁‖/4")
     ax_l.plot(_np(trajectory.t), _np(trajectory.loss), color="k", lw=1.0, label="iterates")
     for label, comp in comparisons.items():
         sol_loss = comp.loss_gap  # plotted as the gap: the flows' own losses sit on top of the iterates'

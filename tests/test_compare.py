@@ -29,6 +29,9 @@ def test_distances_match_a_direct_computation(run):
     torch.testing.assert_close(cmp.amplitude, amp)
     centre = (traj.theta[1:12] + 2 * traj.theta[2:13] + traj.theta[3:14]) / 4
     torch.testing.assert_close(cmp.centre_distance, torch.linalg.vector_norm(centre - sol.centre, dim=1))
+    torch.testing.assert_close(cmp.alternating_amplitude,
+                               torch.linalg.vector_norm(2 * traj.theta[2:13] - traj.theta[1:12] - traj.theta[3:14],
+                                                        dim=1) / 4)
     assert torch.equal(cmp.flow_amplitude, torch.zeros(11, dtype=torch.float64))
     loss_gap = (sol.loss - traj.loss[2:13]).abs()
     torch.testing.assert_close(cmp.loss_gap, loss_gap)

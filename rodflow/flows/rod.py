@@ -108,6 +108,8 @@ class RodFlow(Flow):
         np_ = None
         if "N" in x:
             np_ = s.next_v(x["N"], 0.5 * (s.second_moment(gp) + s.second_moment(gm)))
+        d_bar: Tensor | float
+        d_til: Tensor | float
         u_bar = s.direction(mp, gbar, tn)
         u_til = s.direction(None if mup is None else -mup, gtil, tn)
         if mp is None:
