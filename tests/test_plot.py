@@ -49,7 +49,7 @@ def test_sharpness_curve_into_given_axes_and_errors(runs):
 
 
 def test_loss_curves_and_tracking(runs, tmp_path):
-    spec, traj, sol = runs
+    _spec, traj, sol = runs
     fig = plot.loss_curves({"iterates": traj, "rod": sol})
     assert [ln.get_label() for ln in fig.axes[0].get_lines()] == ["iterates", "rod"]
     cmp = rodflow.compare(traj, sol, window=(6, 13))

@@ -78,7 +78,11 @@ def run_one(name: str, hp: dict[str, Any], prob: Any, steps: int, sharpness_ever
     for tag, start in starts.items():
         for kind, make in (("stable", rodflow.stable_flow), ("rod", rodflow.rod_flow)):
             t0 = time.perf_counter()
-            sol = make(spec, prob.loss_fn).solve(traj, start=start, rtol=rtol, atol=atol)
+            try:
+                sol = make(spec, prob.loss_fn).solve(traj, start=start, rtol=rtol, atol=atol)
+            except rodflow.IntegrationError as err:  # e.g. a stable flow too stiff beyond its edge
+                out[f"failed_{kind}_{tag}"] = f"{err} after {err.stats.nfe} field evaluations"
+                continue
             out[f"seconds_{kind}_{tag}"] = time.perf_counter() - t0
             out[f"{kind}_{tag}"] = sol
             out[f"cmp_{kind}_{tag}"] = rodflow.compare(traj, sol, threshold=onset * spec.threshold)
@@ -94,16 +98,21 @@ def rows_of(res: dict[str, Any]) -> list[dict[str, str]]:
         return "–" if a is None or b is None or a != a or b != b or b == 0 else f"{a / b:.2f}"
 
     rows = []
+    nan = float("nan")
+    failed = {"pre_eos_mean_distance": nan, "eos_mean_distance": nan, "eos_max_distance": nan}
     for tag, start in res["starts"].items():
-        s, r = res[f"cmp_stable_{tag}"].summary(), res[f"cmp_rod_{tag}"].summary()
-        rod = res[f"rod_{tag}"]
+        s = res[f"cmp_stable_{tag}"].summary() if f"cmp_stable_{tag}" in res else failed
+        r = res[f"cmp_rod_{tag}"].summary() if f"cmp_rod_{tag}" in res else failed
+        rod = res.get(f"rod_{tag}")
+        note = "; ".join(f"{kind} flow failed" for kind in ("stable", "rod") if f"failed_{kind}_{tag}" in res)
         rows.append({"optimizer": res["name"], "lr": f"{res['spec'].lr:g}", "k*": str(res["k_star"]),
                      "start": str(start),
                      "stable pre": f(s["pre_eos_mean_distance"]), "rod pre": f(r["pre_eos_mean_distance"]),
                      "stable EoS mean": f(s["eos_mean_distance"]), "rod EoS mean": f(r["eos_mean_distance"]),
                      "stable EoS max": f(s["eos_max_distance"]), "rod EoS max": f(r["eos_max_distance"]),
                      "EoS mean ratio stable/rod": ratio(s["eos_mean_distance"], r["eos_mean_distance"]),
-                     "grads/step rod": f"{rod.config['grad_evals'] / (len(rod) - 1):.1f}"})
+                     "grads/step rod": "–" if rod is None else f"{rod.config['grad_evals'] / (len(rod) - 1):.1f}",
+                     "note": note or "–"})
     return rows
 
 
@@ -153,8 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows_of(res):
             rows.append(r)
             print(json.dumps(r), flush=True)
+        for key, msg in res.items():
+            if key.startswith("failed_"):
+                print(f"{name}: {key[7:]}: {msg}", flush=True)
         tag = "k*-lead" if "k*-lead" in res["starts"] else "0"
-        fig = plot.tracking(res["traj"], {"stable": res[f"cmp_stable_{tag}"], "rod": res[f"cmp_rod_{tag}"]},
+        comps = {kind: res[f"cmp_{kind}_{tag}"] for kind in ("stable", "rod") if f"cmp_{kind}_{tag}" in res}
+        if not comps:
+            continue
+        fig = plot.tracking(res["traj"], comps,
                             title=f"{name} (lr {res['spec'].lr:g}) on {args.data}, flows from step {res['starts'][tag]}")
         fig.savefig(args.figures / f"tracking_{args.data}_{name}.png", dpi=110)
     text = (f"# Rod flow vs stable flow on {args.data}\n\n"
