@@ -10,6 +10,7 @@ from .derivatives import gradient, value_and_grad
 from .discrete import iterate
 from .flows import Flow, FlowSolution, rod_flow, stable_flow
 from .integrate import IntegrationError, IntegrationResult, integrate
+from .optim import VRAdam
 from .optimizers import OPTIMIZERS, NonFiniteError, OptimizerSpec, optimizer
 from .phase import PhaseState, flatten, unflatten
 from .sharpness import SharpnessResult, hvp, preconditioned_sharpness, sharpness
@@ -27,6 +28,7 @@ __all__ = [
     "PhaseState",
     "SharpnessResult",
     "Trajectory",
+    "VRAdam",
     "compare",
     "flatten",
     "gradient",

@@ -24,7 +24,7 @@ import rodflow
 from rodflow import plot
 
 ROOT = Path(__file__).resolve().parents[2]
-RUNS = [("gd", {"lr": 0.25}), ("gd", {"lr": 0.5}), ("gd", {"lr": 1.0}),
+RUNS = [("gd", {"lr": 0.35}), ("gd", {"lr": 0.5}), ("gd", {"lr": 0.7}),
         ("adam", {"lr": 5e-3}), ("adam", {"lr": 1e-2}),
         ("heavy_ball", {"lr": 0.35, "momentum": 0.9}), ("heavy_ball", {"lr": 0.7, "momentum": 0.9})]
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", choices=("mnist5k", "digits"), default="mnist5k")
     p.add_argument("--n", type=int, default=1000, help="training examples (full batch)")
     p.add_argument("--width", type=int, default=32)
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=800)
     p.add_argument("--every", type=int, default=20, help="sharpness every N steps")
     p.add_argument("--late", type=float, default=1 / 3, help="late window: this last fraction of the run")
     p.add_argument("--seed", type=int, default=0)

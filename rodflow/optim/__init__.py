@@ -1,3 +1,5 @@
 """Runtime optimizers: ``torch.optim.Optimizer`` classes built on rodflow's mathematics."""
 
-__all__: list[str] = []
+from .vradam import VRAdam
+
+__all__ = ["VRAdam"]

@@ -13,6 +13,7 @@ from .adam import Adam
 from .momentum import GD, Momentum
 from .rmsprop import RMSProp
 from .spec import GradFn, NonFiniteError, OptimizerSpec
+from .vradam import VRAdam
 
 __all__ = ["OPTIMIZERS", "GradFn", "NonFiniteError", "OptimizerSpec", "optimizer"]
 
@@ -26,6 +27,7 @@ _REGISTRY: dict[str, tuple[type[OptimizerSpec], dict[str, Any]]] = {
     "adam": (Adam, {"scalar": False, "nesterov": False}),
     "scalar_nadam": (Adam, {"scalar": True, "nesterov": True}),
     "nadam": (Adam, {"scalar": False, "nesterov": True}),
+    "vradam": (VRAdam, {}),
 }
 
 #: Registered optimizer names, in the order of the zoo.

@@ -17,6 +17,7 @@ CASES = {
     "adam": {"lr": 0.01},
     "scalar_nadam": {"lr": 0.01, "momentum_decay": None},
     "nadam": {"lr": 0.01, "momentum_decay": None},
+    "vradam": {"lr": 0.01, "beta3": 3.0},
 }
 
 

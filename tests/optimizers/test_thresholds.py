@@ -23,6 +23,7 @@ HP = {
     "adam": {"lr": 0.01, "betas": (0.9, 0.99)},
     "scalar_nadam": {"lr": 0.01, "betas": (0.9, 0.99), "momentum_decay": None},
     "nadam": {"lr": 0.01, "betas": (0.9, 0.99)},  # μ-schedule: μ_t → β1 at large t
+    "vradam": {"lr": 0.01, "betas": (0.9, 0.99), "beta3": 3.0},  # at m = 0 the velocity factor is 1
 }
 T = 10**6
 D = 3

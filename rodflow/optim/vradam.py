@@ -1,0 +1,159 @@
+r"""VRAdam as a ``torch.optim.Optimizer`` (Vaidhyanathan, Schorling, Ares & Osborne, arXiv 2505.13196).
+
+Per step, for each parameter group (‖·‖ over all of the group's parameters)::
+
+    m_t = β1 m + (1 − β1) g                      # velocity
+    s_t = β2 s + (1 − β2) g²
+    η_t = lr / (1 + min(β3 ‖m_t‖^p, α1))         # raw m_t (norm_on="velocity") or g (norm_on="grad")
+    θ  ← θ (1 − η_t λ) − η_t m̂_t / (√ŝ_t + ε)    # bias-corrected, AdamW's ε convention
+
+Continuous time: the Lagrangian L = ½v² + (β3/4)v⁴ − V(x) gives (1 + 3β3‖v‖²) v̇ = −∇V(x), a
+kinetic energy that grows quartically and so brakes fast motion; η_t is its discrete, capped form.
+The discrete map and its flows live in :class:`rodflow.optimizers.vradam.VRAdam` (``"vradam"``).
+
+Implementation: ‖m_t‖ comes from one ``torch._foreach_norm`` over ``lerp(m, g, 1 − β1)``; η_t
+stays a 0-d tensor on the device and is handed as a tensor learning rate to torch's fused AdamW
+kernel (``fused=True``, the default where available), so the update is one fused pass and
+there is no host synchronisation. With ``fused=False`` torch's foreach AdamW runs with η_t as
+a Python float (one scalar read per group per step).
+
+Global statistic: under DDP the gradients (hence m_t) are identical on every rank and so is
+η_t. With sharded parameters (FSDP, ZeRO) each rank holds a slice: pass ``process_group`` and
+the squared norm is all-reduced (summed) over it before η_t is formed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.optim import Optimizer
+from torch.optim.adam import adam as functional_adam
+
+from ..optimizers.spec import check_real
+
+__all__ = ["VRAdam"]
+
+
+class VRAdam(Optimizer):
+    """Velocity-regularized Adam (AdamW-style decoupled weight decay).
+
+    Args:
+        params: parameters or parameter groups.
+        lr: base learning rate (stored under ``lr``, so every ``torch.optim.lr_scheduler`` works).
+        betas: (β1, β2) as in Adam.
+        beta3: strength of the velocity penalty.
+        alpha1: cap of ``β3‖m‖^p`` (the rate never drops below ``lr/(1 + α1)``).
+        eps: added to √ŝ (AdamW's convention).
+        weight_decay: decoupled weight decay λ (default 0).
+        power: the exponent p of the norm (default 2).
+        norm_on: ``"velocity"`` (‖m_t‖, default) or ``"grad"`` (‖g_t‖).
+        fused: use torch's fused AdamW kernel (default: where the parameters allow it).
+        process_group: all-reduce the squared norm over this group (sharded parameters).
+
+    >>> import torch
+    >>> w = torch.nn.Parameter(torch.ones(3))
+    >>> opt = VRAdam([w], lr=0.1, beta3=0.0)
+    >>> w.grad = torch.ones(3); opt.step()
+    >>> w.detach()   # β3 = 0 is AdamW: the first step moves each coordinate by lr
+    tensor([0.9000, 0.9000, 0.9000])
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        beta3: float = 1.0,
+        alpha1: float = 10.0,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        *,
+        power: float = 2.0,
+        norm_on: str = "velocity",
+        fused: bool | None = None,
+        process_group: Any = None,
+    ):
+        if isinstance(lr, Tensor):
+            if lr.numel() != 1:
+                raise ValueError("lr: a tensor learning rate must have one element")
+        else:
+            check_real("lr", lr, lo=0.0)
+        if not isinstance(betas, tuple | list) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        check_real("betas[0]", betas[0], lo=0.0, hi=1.0)
+        check_real("betas[1]", betas[1], lo=0.0, hi=1.0)
+        check_real("beta3", beta3, lo=0.0)
+        check_real("alpha1", alpha1, lo=0.0)
+        check_real("eps", eps, lo=0.0, lo_open=True)
+        check_real("weight_decay", weight_decay, lo=0.0)
+        check_real("power", power, lo=0.0, lo_open=True)
+        if norm_on not in ("velocity", "grad"):
+            raise ValueError(f"norm_on must be 'velocity' or 'grad', got {norm_on!r}")
+        defaults = {"lr": lr, "betas": tuple(betas), "beta3": beta3, "alpha1": alpha1, "eps": eps,
+                    "weight_decay": weight_decay, "power": power, "norm_on": norm_on, "fused": fused}
+        super().__init__(params, defaults)
+        self.process_group = process_group
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("fused", None)
+            group.setdefault("norm_on", "velocity")
+            group.setdefault("power", 2.0)
+
+    @staticmethod
+    def _fusable(params: list[Tensor]) -> bool:
+        return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+
+    def effective_lr(self, group: dict[str, Any], sq_norm: Tensor) -> Tensor:
+        """``η = lr / (1 + min(β3 · (‖·‖²)^{p/2}, α1))`` as a 0-d tensor."""
+        penalty = torch.clamp(group["beta3"] * sq_norm ** (group["power"] / 2), max=group["alpha1"])
+        return group["lr"] / (1.0 + penalty)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """One VRAdam step; ``closure`` (optional) re-evaluates the loss with gradients enabled."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            fused = group["fused"]
+            if fused is None:
+                fused = self._fusable(params)
+            grads, exp_avgs, exp_avg_sqs, steps = [], [], [], []
+            for p in params:
+                if p.grad.is_sparse:
+                    raise RuntimeError("VRAdam does not support sparse gradients")
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device if fused else "cpu")
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                elif fused and state["step"].device != p.device:
+                    state["step"] = state["step"].to(p.device)
+                grads.append(p.grad)
+                exp_avgs.append(state["exp_avg"])
+                exp_avg_sqs.append(state["exp_avg_sq"])
+                steps.append(state["step"])
+            beta1, beta2 = group["betas"]
+            if group["norm_on"] == "velocity":
+                norms = torch._foreach_norm(torch._foreach_lerp(exp_avgs, grads, 1.0 - beta1))
+            else:
+                norms = torch._foreach_norm(grads)
+            sq = torch.stack([n.to(norms[0].device) for n in norms]).square().sum().to(torch.float64)
+            if self.process_group is not None:
+                dist.all_reduce(sq, op=dist.ReduceOp.SUM, group=self.process_group)
+            eta = self.effective_lr(group, sq)
+            functional_adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, foreach=not fused, fused=fused,
+                            decoupled_weight_decay=True, amsgrad=False, beta1=beta1, beta2=beta2,
+                            lr=eta.to(params[0].dtype) if fused else float(eta),
+                            weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
+        return loss
