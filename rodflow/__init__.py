@@ -10,7 +10,7 @@ from .derivatives import gradient, value_and_grad
 from .discrete import iterate
 from .flows import Flow, FlowSolution, rod_flow, stable_flow
 from .integrate import IntegrationError, IntegrationResult, integrate
-from .optim import VRAdam
+from .optim import FlowAdam, VRAdam
 from .optimizers import OPTIMIZERS, NonFiniteError, OptimizerSpec, optimizer
 from .phase import PhaseState, flatten, unflatten
 from .sharpness import SharpnessResult, hvp, preconditioned_sharpness, sharpness
@@ -20,6 +20,7 @@ __all__ = [
     "OPTIMIZERS",
     "Comparison",
     "Flow",
+    "FlowAdam",
     "FlowSolution",
     "IntegrationError",
     "IntegrationResult",

@@ -1,5 +1,6 @@
 """Runtime optimizers: ``torch.optim.Optimizer`` classes built on rodflow's mathematics."""
 
+from .flowadam import FlowAdam
 from .vradam import VRAdam
 
-__all__ = ["VRAdam"]
+__all__ = ["FlowAdam", "VRAdam"]

@@ -11,7 +11,8 @@ Continuous time: the Lagrangian L = ½v² + (β3/4)v⁴ − V(x) gives (1 + 3β3
 kinetic energy that grows quartically and so brakes fast motion; η_t is its discrete, capped form.
 The discrete map and its flows live in :class:`rodflow.optimizers.vradam.VRAdam` (``"vradam"``).
 
-Implementation: ‖m_t‖ comes from one ``torch._foreach_norm`` over ``lerp(m, g, 1 − β1)``; η_t
+Implementation: ‖m_t‖² comes from read-only reductions before the update,
+β1²‖m‖² + 2β1(1 − β1)⟨m, g⟩ + (1 − β1)²‖g‖² (foreach norms and per-tensor dots, no copy of m_t); η_t
 stays a 0-d tensor on the device and is handed as a tensor learning rate to torch's fused AdamW
 kernel (``fused=True``, the default where available), so the update is one fused pass and
 there is no host synchronisation. With ``fused=False`` torch's foreach AdamW runs with η_t as
@@ -98,8 +99,13 @@ class VRAdam(Optimizer):
         super().__init__(params, defaults)
         self.process_group = process_group
 
+    def __getstate__(self) -> dict[str, Any]:
+        # a process group cannot be copied or pickled: a copy gets none (set it again if needed)
+        return super().__getstate__()
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        self.process_group = state.get("process_group")
         for group in self.param_groups:
             group.setdefault("fused", None)
             group.setdefault("norm_on", "velocity")
@@ -113,6 +119,24 @@ class VRAdam(Optimizer):
         """``η = lr / (1 + min(β3 · (‖·‖²)^{p/2}, α1))`` as a 0-d tensor."""
         penalty = torch.clamp(group["beta3"] * sq_norm ** (group["power"] / 2), max=group["alpha1"])
         return group["lr"] / (1.0 + penalty)
+
+    @staticmethod
+    def _squared_norm(norm_on: str, beta1: float, exp_avgs: list[Tensor], grads: list[Tensor]) -> Tensor:
+        """‖m_t‖² (or ‖g‖²) before the update, from read-only reductions (float64, on the device).
+
+        ``‖β1 m + (1 − β1) g‖² = β1²‖m‖² + 2β1(1 − β1)⟨m, g⟩ + (1 − β1)²‖g‖²``: no copy of m_t is made.
+        """
+
+        def total(parts: list[Tensor]) -> Tensor:
+            return torch.stack([x.to(parts[0].device, torch.float64) for x in parts]).sum()
+
+        gg = total([n.to(torch.float64).square() for n in torch._foreach_norm(grads)])
+        if norm_on == "grad":
+            return gg
+        mm = total([n.to(torch.float64).square() for n in torch._foreach_norm(exp_avgs)])
+        mg = total([torch.dot(m.reshape(-1), g.reshape(-1)) for m, g in zip(exp_avgs, grads)])
+        sq = beta1 * beta1 * mm + 2.0 * beta1 * (1.0 - beta1) * mg + (1.0 - beta1) ** 2 * gg
+        return sq.clamp_min(0.0)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
@@ -144,11 +168,7 @@ class VRAdam(Optimizer):
                 exp_avg_sqs.append(state["exp_avg_sq"])
                 steps.append(state["step"])
             beta1, beta2 = group["betas"]
-            if group["norm_on"] == "velocity":
-                norms = torch._foreach_norm(torch._foreach_lerp(exp_avgs, grads, 1.0 - beta1))
-            else:
-                norms = torch._foreach_norm(grads)
-            sq = torch.stack([n.to(norms[0].device) for n in norms]).square().sum().to(torch.float64)
+            sq = self._squared_norm(group["norm_on"], beta1, exp_avgs, grads)
             if self.process_group is not None:
                 dist.all_reduce(sq, op=dist.ReduceOp.SUM, group=self.process_group)
             eta = self.effective_lr(group, sq)

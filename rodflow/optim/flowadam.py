@@ -1,0 +1,307 @@
+r"""FlowAdam: Adam that switches to a clipped gradient-flow ODE on plateaus and stiff stretches.
+
+Singh & Sheel, arXiv 2604.06652 (IJCNN 2026). Each ``step(closure)``:
+
+1. One closure call gives g (all parameters of all groups), ``n_t = ‖g‖`` and
+   ``c_t = ‖g − g_{t−1}‖`` (``g_0 = 0``).
+2. EMAs with β_stat = 0.9, initialised to the first values and updated *before* the test:
+   ``N_t = β N + (1 − β) n_t``, ``C_t = β C + (1 − β) c_t``.
+3. ``plateau = n_t < s·N_t``, ``stiff = c_t > κ·C_t``; the ODE runs when ``(plateau or stiff)`` and
+   the step count exceeds ``warmup``. This is the one host synchronisation per step.
+4. Adam mode: exactly ``torch.optim.Adam`` (torch's own functional kernel, fused where possible).
+5. ODE mode: with time rescaled to ``s ∈ [0, ode_t_scale]``, every group moves at its own rate,
+
+   .. math:: \frac{d\theta_g}{ds} = -\mathrm{lr}_g\,\mathrm{clip}(\nabla_g L(\theta), -1, 1),
+
+   solved by :func:`rodflow.integrate` (the toolkit's one integrator; dopri5, rtol = atol =
+   ``ode_tol``), each field evaluation one closure call. Weight decay enters as in Adam mode: L2
+   adds λθ to the gradient before clipping, decoupled decay adds ``−lr_g λ θ`` to the field. (For one group this is the reference's
+   ``dθ/dt = −clip(∇L)`` on ``t ∈ [0, lr·ode_t_scale]``.) θ is set to the end point, then *Soft
+   Momentum Injection*, per tensor: ``u = −Δθ/lr``, scaled so that ``‖u‖ ≤ 5‖m‖``, and
+   ``m ← (1 − γ)m + γu``; v and the Adam step count are untouched. ``injection="hard"`` sets
+   ``m ← u`` (no cap), ``injection="none"`` leaves m alone.
+6. If the solve fails (non-finite state, step-size underflow), θ is restored, the gradient is
+   recomputed at θ and an Adam step is taken instead (counted in ``ode_failures``).
+
+Presets: ``mode="B"`` (full batch: switch 0.90, curvature 0.1, ode_t_scale 0.5) and ``mode="A"``
+(stochastic: 0.40, 3.0, 2.0); explicit arguments override the preset.
+
+Distributed data parallelism: gradients are all-reduced inside ``backward``, so n_t, c_t, the
+decision and every ODE evaluation are identical on every rank, and each rank makes the same number
+of closure calls. Sharded parameters (FSDP) would need the squared norms ``‖g‖²`` and
+``‖g − g_{t−1}‖²`` all-reduced (summed) over the shard group before the test, and the ODE state
+(a tuple of local shards) integrated with tolerances on the global norm.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+from torch.optim.adam import adam as functional_adam
+
+from ..integrate import IntegrationError, integrate
+from ..optimizers.spec import check_real
+
+__all__ = ["PRESETS", "FlowAdam"]
+
+#: (switch_sensitivity, curvature_sensitivity, ode_t_scale) by mode.
+PRESETS = {"A": (0.40, 3.0, 2.0), "B": (0.90, 0.1, 0.5)}
+INJECTIONS = ("soft", "hard", "none")
+
+
+class FlowAdam(Optimizer):
+    """Adam with clipped gradient-flow integration and Soft Momentum Injection (see the module doc).
+
+    Args:
+        params: parameters or parameter groups (each group's lr, betas, eps, weight_decay count).
+        lr, betas, eps, weight_decay: as ``torch.optim.Adam`` (``weight_decay`` is L2 unless
+            ``decoupled_weight_decay=True``, then AdamW's decoupled decay).
+        mode: ``"B"`` (full batch, default) or ``"A"`` (stochastic) presets.
+        switch_sensitivity, curvature_sensitivity, ode_t_scale: override the preset.
+        warmup: Adam steps before the ODE may trigger.
+        ode_method, ode_tol: the integrator's method and tolerance.
+        momentum_blend_gamma: γ of the injection; momentum_cap: the ``‖u‖ ≤ cap·‖m‖`` factor.
+        injection: ``"soft"``, ``"hard"`` or ``"none"``.
+        beta_stat: decay of the trigger statistics' EMAs.
+        fused: use torch's fused Adam kernel in Adam mode (default: where the parameters allow).
+
+    Counters: ``ode_triggers``, ``ode_failures``, ``grad_evals`` (closure calls), ``ode_nfe``.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        *,
+        decoupled_weight_decay: bool = False,
+        mode: str = "B",
+        switch_sensitivity: float | None = None,
+        curvature_sensitivity: float | None = None,
+        ode_t_scale: float | None = None,
+        warmup: int = 10,
+        ode_method: str = "dopri5",
+        ode_tol: float = 1e-4,
+        momentum_blend_gamma: float = 0.5,
+        momentum_cap: float = 5.0,
+        injection: str = "soft",
+        beta_stat: float = 0.9,
+        fused: bool | None = None,
+    ):
+        check_real("lr", lr, lo=0.0)
+        if not isinstance(betas, tuple | list) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        check_real("betas[0]", betas[0], lo=0.0, hi=1.0)
+        check_real("betas[1]", betas[1], lo=0.0, hi=1.0)
+        check_real("eps", eps, lo=0.0, lo_open=True)
+        check_real("weight_decay", weight_decay, lo=0.0)
+        if mode not in PRESETS:
+            raise ValueError(f"mode must be 'A' or 'B', got {mode!r}")
+        s, k, ts = PRESETS[mode]
+        self.switch_sensitivity = check_real("switch_sensitivity", s if switch_sensitivity is None
+                                             else switch_sensitivity, lo=0.0)
+        self.curvature_sensitivity = check_real("curvature_sensitivity", k if curvature_sensitivity is None
+                                                else curvature_sensitivity, lo=0.0, hi=math.inf, hi_open=False)
+        self.ode_t_scale = check_real("ode_t_scale", ts if ode_t_scale is None else ode_t_scale, lo=0.0,
+                                      lo_open=True)
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise ValueError(f"warmup must be a non-negative int, got {warmup!r}")
+        from ..integrate import METHODS
+
+        if ode_method not in METHODS:
+            raise ValueError(f"ode_method: unknown {ode_method!r}; choose one of {', '.join(METHODS)}")
+        self.ode_tol = check_real("ode_tol", ode_tol, lo=0.0, lo_open=True)
+        self.gamma = check_real("momentum_blend_gamma", momentum_blend_gamma, lo=0.0, hi=1.0, hi_open=False)
+        self.momentum_cap = check_real("momentum_cap", momentum_cap, lo=0.0)
+        if injection not in INJECTIONS:
+            raise ValueError(f"injection must be one of {INJECTIONS}, got {injection!r}")
+        self.beta_stat = check_real("beta_stat", beta_stat, lo=0.0, hi=1.0)
+        self.mode, self.warmup, self.ode_method, self.injection = mode, warmup, ode_method, injection
+        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
+                    "decoupled_weight_decay": bool(decoupled_weight_decay), "fused": fused}
+        super().__init__(params, defaults)
+        self._reset_globals()
+
+    # ------------------------------------------------------------------ global statistics
+    def _reset_globals(self) -> None:
+        self.global_step = 0
+        self.grad_norm_ema: Tensor | None = None  # N_t
+        self.change_ema: Tensor | None = None  # C_t
+        self.ode_triggers = 0
+        self.ode_failures = 0
+        self.grad_evals = 0
+        self.ode_nfe = 0
+
+    _CONFIG = ("switch_sensitivity", "curvature_sensitivity", "ode_t_scale", "ode_tol", "gamma", "momentum_cap",
+               "beta_stat", "mode", "warmup", "ode_method", "injection")
+
+    def __getstate__(self) -> dict[str, Any]:  # copy.deepcopy and pickle keep settings and statistics
+        state = super().__getstate__()
+        state.update({name: getattr(self, name) for name in self._CONFIG + self._GLOBALS})
+        return state
+
+    _GLOBALS = ("global_step", "grad_norm_ema", "change_ema", "ode_triggers", "ode_failures", "grad_evals", "ode_nfe")
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        sd["flowadam"] = {name: getattr(self, name) for name in self._GLOBALS}
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        glob = state_dict.pop("flowadam", None)
+        super().load_state_dict(state_dict)
+        self._reset_globals()
+        if glob is not None:
+            for name in self._GLOBALS:
+                value = glob[name]
+                setattr(self, name, value.clone() if isinstance(value, Tensor) else value)
+
+    # ------------------------------------------------------------------ helpers
+    def _params(self) -> list[tuple[dict[str, Any], Tensor]]:
+        return [(g, p) for g in self.param_groups for p in g["params"] if p.requires_grad]
+
+    def _evaluate(self, closure: Callable[[], Any]) -> Any:
+        with torch.enable_grad():
+            loss = closure()
+        self.grad_evals += 1
+        return loss
+
+    @staticmethod
+    def _grads(params: list[Tensor]) -> list[Tensor]:
+        return [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+
+    def _adam(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        params = [p for p in params if p.grad is not None]
+        if not params:
+            return
+        fused = group["fused"]
+        if fused is None:
+            fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+        steps = []
+        for p in params:
+            st = self.state[p]
+            if fused and st["step"].device != p.device:
+                st["step"] = st["step"].to(p.device)
+            steps.append(st["step"])
+        beta1, beta2 = group["betas"]
+        functional_adam(params, [p.grad for p in params if p.grad is not None], [self.state[p]["exp_avg"] for p in params],
+                        [self.state[p]["exp_avg_sq"] for p in params], [], steps, foreach=not fused, fused=fused,
+                        decoupled_weight_decay=group["decoupled_weight_decay"], amsgrad=False, beta1=beta1,
+                        beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"],
+                        maximize=False)
+
+    def _init_state(self, p: Tensor, fused: bool) -> None:
+        st = self.state[p]
+        if not st:
+            st["step"] = torch.zeros((), dtype=torch.float32, device=p.device if fused else "cpu")
+            st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st["prev_grad"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def _statistics(self, params: list[Tensor], grads: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """``n_t = ‖g‖`` and ``c_t = ‖g − g_prev‖`` from read-only reductions (float64, one device)."""
+        dev = grads[0].device
+
+        def total(parts: list[Tensor]) -> Tensor:
+            return torch.stack([x.to(dev, torch.float64) for x in parts]).sum()
+
+        prev = [self.state[p]["prev_grad"] for p in params]
+        gg = total([n.square() for n in torch._foreach_norm(grads)])
+        pp = total([n.square() for n in torch._foreach_norm(prev)])
+        gp = total([torch.dot(g.reshape(-1), q.reshape(-1)) for g, q in zip(grads, prev)])
+        return gg.sqrt(), (gg - 2.0 * gp + pp).clamp_min(0.0).sqrt()
+
+    # ------------------------------------------------------------------ the step
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """One FlowAdam step. ``closure`` is required: it zeroes the gradients, computes the loss,
+        calls ``backward()`` and returns the loss; the ODE mode calls it once per field evaluation."""
+        if closure is None:
+            raise ValueError("closure: FlowAdam.step needs a closure that zeroes grads, computes the loss, "
+                             "calls backward() and returns the loss")
+        loss = self._evaluate(closure)
+        pairs = self._params()
+        groups = [g for g, _ in pairs]
+        params = [p for _, p in pairs]
+        for g, p in pairs:
+            fused = g["fused"] if g["fused"] is not None else (p.is_floating_point()
+                                                               and p.device.type in ("cpu", "cuda"))
+            self._init_state(p, fused)
+        grads = self._grads(params)
+        n_t, c_t = self._statistics(params, grads)
+        if self.grad_norm_ema is None or self.change_ema is None:
+            self.grad_norm_ema, self.change_ema = n_t.clone(), c_t.clone()
+        else:
+            b = self.beta_stat
+            self.grad_norm_ema = b * self.grad_norm_ema + (1.0 - b) * n_t
+            self.change_ema = b * self.change_ema + (1.0 - b) * c_t
+        torch._foreach_copy_([self.state[p]["prev_grad"] for p in params], grads)
+        self.global_step += 1
+        use_ode = False
+        if self.global_step > self.warmup:
+            plateau = n_t < self.switch_sensitivity * self.grad_norm_ema
+            stiff = c_t > self.curvature_sensitivity * self.change_ema
+            use_ode = bool(plateau | stiff)  # the one host synchronisation of the step
+        if use_ode:
+            self.ode_triggers += 1
+            if not self._ode_step(closure, groups, params):
+                self.ode_failures += 1
+                self._evaluate(closure)  # the gradient at the restored θ
+                use_ode = False
+        if not use_ode:
+            for group in self.param_groups:
+                self._adam(group, [p for p in group["params"] if p.requires_grad])
+        return loss
+
+    def _ode_step(self, closure: Callable[[], Any], groups: list[dict[str, Any]], params: list[Tensor]) -> bool:
+        """Integrate the clipped, per-group-rate gradient flow; inject momentum. False on failure."""
+        start = tuple(p.detach().clone() for p in params)
+        rates = [float(g["lr"]) for g in groups]
+        decays = [(float(g["weight_decay"]), bool(g["decoupled_weight_decay"])) for g in groups]
+
+        def field(s: Tensor, y: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+            for p, yi in zip(params, y):
+                p.copy_(yi)
+            self._evaluate(closure)
+            out = []
+            for r, (wd, decoupled), p, yi in zip(rates, decays, params, y):
+                g = p.grad if p.grad is not None else torch.zeros_like(p)
+                if wd and not decoupled:
+                    g = g + wd * yi  # L2 enters the gradient, as in Adam mode
+                d = -r * g.clamp(-1.0, 1.0)
+                if wd and decoupled:
+                    d = d - r * wd * yi  # decoupled decay acts on θ directly, as in AdamW
+                out.append(d)
+            return tuple(out)
+
+        t = torch.tensor([0.0, self.ode_t_scale], dtype=torch.float64)
+        try:
+            res = integrate(field, start, t, method=self.ode_method, rtol=self.ode_tol, atol=self.ode_tol)
+        except (IntegrationError, FloatingPointError):
+            for p, s0 in zip(params, start):
+                p.copy_(s0)
+            return False
+        self.ode_nfe += res.stats.nfe
+        end = tuple(y[-1] for y in res.ys)
+        for p, s0, e, r in zip(params, start, end, rates):
+            p.copy_(e)
+            if self.injection == "none":
+                continue
+            m = self.state[p]["exp_avg"]
+            u = -(e - s0) / r if r > 0 else torch.zeros_like(p)
+            if self.injection == "hard":
+                m.copy_(u)
+                continue
+            cap = self.momentum_cap * torch.linalg.vector_norm(m)
+            norm_u = torch.linalg.vector_norm(u)
+            u = u * torch.where(norm_u > cap, cap / norm_u.clamp_min(torch.finfo(u.dtype).tiny), 1.0)
+            m.mul_(1.0 - self.gamma).add_(u, alpha=self.gamma)
+        return True
