@@ -75,11 +75,15 @@ def test_rod_destabilises_exactly_at_the_threshold(name):
     assert _rod_jacobian_max_real(name, 1.01) > 0
 
 
-def _gd_eos_run(steps=120):
+@pytest.fixture(scope="module")
+def gd_eos():
+    """GD on digits past its edge of stability, with both flows solved from step 0."""
     prob = rodflow.problems.digits_mlp((16,), n=128, seed=0)
     spec = rodflow.optimizer("gd", lr=1.2)
-    traj = rodflow.iterate(spec, prob.loss_fn, prob.theta0, steps=steps)
-    return prob, spec, traj
+    traj = rodflow.iterate(spec, prob.loss_fn, prob.theta0, steps=120)
+    rod = rodflow.rod_flow(spec, prob.loss_fn).solve(traj, rtol=1e-5, atol=1e-8)
+    stable = rodflow.stable_flow(spec, prob.loss_fn).solve(traj, rtol=1e-5, atol=1e-8)
+    return traj, rod, stable
 
 
 def test_floor_holds_the_rod_width_where_it_would_collapse():
@@ -98,9 +102,8 @@ def test_floor_holds_the_rod_width_where_it_would_collapse():
     assert float(free_w[-1]) < 1e-6 * float(free_w[0])  # collapses (to the solver tolerance)
 
 
-def test_rod_inflates_to_the_iterates_oscillation_at_eos():
-    prob, spec, traj = _gd_eos_run()
-    sol = rodflow.rod_flow(spec, prob.loss_fn).solve(traj, rtol=1e-6, atol=1e-10)
+def test_rod_inflates_to_the_iterates_oscillation_at_eos(gd_eos):
+    traj, sol, _ = gd_eos
     width = torch.linalg.vector_norm(sol.delta, dim=1)
     osc = 0.25 * torch.linalg.vector_norm(traj.theta[2:] - 2 * traj.theta[1:-1] + traj.theta[:-2], dim=1)
     late = slice(-30, -1)
@@ -108,10 +111,8 @@ def test_rod_inflates_to_the_iterates_oscillation_at_eos():
     assert 0.5 < float(ratio) < 2.0, float(ratio)
 
 
-def test_rod_tracks_gd_through_eos_better_than_the_stable_flow():
-    prob, spec, traj = _gd_eos_run()
-    rod = rodflow.rod_flow(spec, prob.loss_fn).solve(traj, rtol=1e-6, atol=1e-10)
-    stable = rodflow.stable_flow(spec, prob.loss_fn).solve(traj, rtol=1e-6, atol=1e-10)
+def test_rod_tracks_gd_through_eos_better_than_the_stable_flow(gd_eos):
+    traj, rod, stable = gd_eos
     window = (60, 121)
     r = rodflow.compare(traj, rod, window=window).summary()
     s = rodflow.compare(traj, stable, window=window).summary()
