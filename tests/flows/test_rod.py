@@ -164,3 +164,14 @@ def test_euler_step_of_the_rod_is_the_average_of_an_even_and_an_odd_step(name, s
     if len(y) > 2:
         torch.testing.assert_close(after[2], (even.m + odd.m) / 2, rtol=1e-12, atol=1e-14)
         torch.testing.assert_close(after[3], (odd.m - even.m) / 2, rtol=1e-12, atol=1e-14)
+
+
+def test_compare_measures_k_star_when_the_run_has_no_sharpness(gd_eos):
+    traj, rod, _ = gd_eos
+    cmp = rodflow.compare(traj, rod, sharpness_every=10)
+    assert cmp.k_star is not None and 0 <= cmp.k_star <= 120
+    assert cmp.window == (cmp.k_star, 121)
+    ref = rodflow.sharpness(rod.flow.loss_fn, traj.theta[cmp.k_star]).top * 1.2
+    assert ref >= 2.0  # at k* the iterates' ηλ_max has reached GD's threshold 2
+    s = cmp.summary()
+    assert {"mean_distance", "max_distance", "pre_eos_mean_distance", "eos_mean_distance"} <= set(s)
