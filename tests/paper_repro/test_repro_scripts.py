@@ -37,13 +37,17 @@ def test_eos_script_on_digits(tmp_path):
     assert (tmp_path / "eos_gd.png").exists() and (tmp_path / "eos_adam.png").exists()
 
 
-@pytest.mark.parametrize("script", ["paper_repro/flowadam/matrix_completion.py", "paper_repro/vradam/eos.py"])
+@pytest.mark.parametrize("script", ["paper_repro/flowadam/matrix_completion.py", "paper_repro/vradam/eos.py",
+                                    "paper_repro/flowadam/other_tasks.py"])
 def test_other_scripts_tiny(tmp_path, script):
     mod = _load(script)
     if script.endswith("matrix_completion.py"):
         args = ["--configs", "0", "--seeds", "42", "--steps", "20", "--variants", "adam", "flowadam",
                 "adam_matched", "--out", str(tmp_path / "mc.md")]
         out = tmp_path / "mc.md"
+    elif script.endswith("other_tasks.py"):
+        args = ["--seeds", "42", "--steps", "15", "--out", str(tmp_path / "ot.md")]
+        out = tmp_path / "ot.md"
     else:
         args = ["--data", "digits", "--n", "64", "--steps", "20", "--every", "10", "--lrs", "0.01",
                 "--out", str(tmp_path / "v.md"), "--figure", str(tmp_path / "v.png")]
