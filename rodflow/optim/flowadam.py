@@ -45,7 +45,8 @@ from torch.optim import Optimizer
 from torch.optim.adam import adam as functional_adam
 
 from ..integrate import IntegrationError, integrate
-from ..optimizers.spec import check_real
+from ..optimizers.spec import check_betas, check_real
+from .reductions import fusable, total_dot, total_sq_norm
 
 __all__ = ["PRESETS", "FlowAdam"]
 
@@ -96,10 +97,7 @@ class FlowAdam(Optimizer):
         fused: bool | None = None,
     ):
         check_real("lr", lr, lo=0.0)
-        if not isinstance(betas, tuple | list) or len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        check_real("betas[0]", betas[0], lo=0.0, hi=1.0)
-        check_real("betas[1]", betas[1], lo=0.0, hi=1.0)
+        betas = check_betas(betas)
         check_real("eps", eps, lo=0.0, lo_open=True)
         check_real("weight_decay", weight_decay, lo=0.0)
         if mode not in PRESETS:
@@ -184,7 +182,7 @@ class FlowAdam(Optimizer):
             return
         fused = group["fused"]
         if fused is None:
-            fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+            fused = fusable(params)
         steps = []
         for p in params:
             st = self.state[p]
@@ -208,15 +206,8 @@ class FlowAdam(Optimizer):
 
     def _statistics(self, params: list[Tensor], grads: list[Tensor]) -> tuple[Tensor, Tensor]:
         """``n_t = ‖g‖`` and ``c_t = ‖g − g_prev‖`` from read-only reductions (float64, one device)."""
-        dev = grads[0].device
-
-        def total(parts: list[Tensor]) -> Tensor:
-            return torch.stack([x.to(dev, torch.float64) for x in parts]).sum()
-
         prev = [self.state[p]["prev_grad"] for p in params]
-        gg = total([n.square() for n in torch._foreach_norm(grads)])
-        pp = total([n.square() for n in torch._foreach_norm(prev)])
-        gp = total([torch.dot(g.reshape(-1), q.reshape(-1)) for g, q in zip(grads, prev)])
+        gg, pp, gp = total_sq_norm(grads), total_sq_norm(prev), total_dot(grads, prev)
         return gg.sqrt(), (gg - 2.0 * gp + pp).clamp_min(0.0).sqrt()
 
     # ------------------------------------------------------------------ the step
@@ -232,9 +223,7 @@ class FlowAdam(Optimizer):
         groups = [g for g, _ in pairs]
         params = [p for _, p in pairs]
         for g, p in pairs:
-            fused = g["fused"] if g["fused"] is not None else (p.is_floating_point()
-                                                               and p.device.type in ("cpu", "cuda"))
-            self._init_state(p, fused)
+            self._init_state(p, g["fused"] if g["fused"] is not None else fusable([p]))
         grads = self._grads(params)
         n_t, c_t = self._statistics(params, grads)
         if self.grad_norm_ema is None or self.change_ema is None:

@@ -34,7 +34,8 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.adam import adam as functional_adam
 
-from ..optimizers.spec import check_real
+from ..optimizers.spec import check_betas, check_real
+from .reductions import fusable, total_dot, total_sq_norm
 
 __all__ = ["VRAdam"]
 
@@ -83,10 +84,7 @@ class VRAdam(Optimizer):
                 raise ValueError("lr: a tensor learning rate must have one element")
         else:
             check_real("lr", lr, lo=0.0)
-        if not isinstance(betas, tuple | list) or len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        check_real("betas[0]", betas[0], lo=0.0, hi=1.0)
-        check_real("betas[1]", betas[1], lo=0.0, hi=1.0)
+        betas = check_betas(betas)
         check_real("beta3", beta3, lo=0.0)
         check_real("alpha1", alpha1, lo=0.0)
         check_real("eps", eps, lo=0.0, lo_open=True)
@@ -111,10 +109,6 @@ class VRAdam(Optimizer):
             group.setdefault("norm_on", "velocity")
             group.setdefault("power", 2.0)
 
-    @staticmethod
-    def _fusable(params: list[Tensor]) -> bool:
-        return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-
     def effective_lr(self, group: dict[str, Any], sq_norm: Tensor) -> Tensor:
         """``η = lr / (1 + min(β3 · (‖·‖²)^{p/2}, α1))`` as a 0-d tensor."""
         penalty = torch.clamp(group["beta3"] * sq_norm ** (group["power"] / 2), max=group["alpha1"])
@@ -126,17 +120,11 @@ class VRAdam(Optimizer):
 
         ``‖β1 m + (1 − β1) g‖² = β1²‖m‖² + 2β1(1 − β1)⟨m, g⟩ + (1 − β1)²‖g‖²``: no copy of m_t is made.
         """
-
-        def total(parts: list[Tensor]) -> Tensor:
-            return torch.stack([x.to(parts[0].device, torch.float64) for x in parts]).sum()
-
-        gg = total([n.to(torch.float64).square() for n in torch._foreach_norm(grads)])
+        gg = total_sq_norm(grads)
         if norm_on == "grad":
             return gg
-        mm = total([n.to(torch.float64).square() for n in torch._foreach_norm(exp_avgs)])
-        mg = total([torch.dot(m.reshape(-1), g.reshape(-1)) for m, g in zip(exp_avgs, grads)])
-        sq = beta1 * beta1 * mm + 2.0 * beta1 * (1.0 - beta1) * mg + (1.0 - beta1) ** 2 * gg
-        return sq.clamp_min(0.0)
+        mm, mg = total_sq_norm(exp_avgs), total_dot(exp_avgs, grads)
+        return (beta1 * beta1 * mm + 2.0 * beta1 * (1.0 - beta1) * mg + (1.0 - beta1) ** 2 * gg).clamp_min(0.0)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
@@ -151,7 +139,7 @@ class VRAdam(Optimizer):
                 continue
             fused = group["fused"]
             if fused is None:
-                fused = self._fusable(params)
+                fused = fusable(params)
             grads, exp_avgs, exp_avg_sqs, steps = [], [], [], []
             for p in params:
                 if p.grad.is_sparse:

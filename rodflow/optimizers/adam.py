@@ -43,9 +43,9 @@ from torch import Tensor
 
 from ..phase import PhaseState
 from .rmsprop import adaptive_denominator
-from .spec import OptimizerSpec, check_real
+from .spec import OptimizerSpec, check_betas, check_real
 
-__all__ = ["Adam", "nadam_mu", "nadam_mu_product"]
+__all__ = ["Adam", "AdamMoments", "nadam_mu", "nadam_mu_product"]
 
 
 def nadam_mu(beta1: float, momentum_decay: float | None, t: float) -> float:
@@ -80,7 +80,36 @@ def nadam_mu_product(beta1: float, momentum_decay: float | None, t: float) -> fl
 
 
 @dataclass(frozen=True, kw_only=True)
-class Adam(OptimizerSpec):
+class AdamMoments(OptimizerSpec):
+    """Abstract: the moments of the Adam family, ``m' = β1 m + (1 − β1) g``, ``v' = β2 v + (1 − β2) sq(g)``."""
+
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "betas", check_betas(self.betas))
+        object.__setattr__(self, "eps", check_real("eps", self.eps, lo=0.0, lo_open=True))
+
+    @property
+    def beta(self) -> float:
+        return self.betas[0]
+
+    @property
+    def moment_coef(self) -> float:
+        return 1.0 - self.betas[0]
+
+    @property
+    def beta2(self) -> float:
+        return self.betas[1]
+
+    @property
+    def has_momentum(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True, kw_only=True)
+class Adam(AdamMoments):
     """Adam (``nesterov=False``) or NAdam (``nesterov=True``); ``scalar=True`` for the scalar variants.
 
     >>> import torch, rodflow
@@ -101,12 +130,6 @@ class Adam(OptimizerSpec):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not isinstance(self.betas, tuple | list) or len(self.betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {self.betas!r}")
-        b1 = check_real("betas[0]", self.betas[0], lo=0.0, hi=1.0)
-        b2 = check_real("betas[1]", self.betas[1], lo=0.0, hi=1.0)
-        object.__setattr__(self, "betas", (b1, b2))
-        object.__setattr__(self, "eps", check_real("eps", self.eps, lo=0.0, lo_open=True))
         if self.momentum_decay is not None:
             object.__setattr__(self, "momentum_decay",
                                check_real("momentum_decay", self.momentum_decay, lo=0.0))
@@ -124,22 +147,6 @@ class Adam(OptimizerSpec):
         if not self.nesterov:
             hp.pop("momentum_decay")
         return hp
-
-    @property
-    def beta(self) -> float:
-        return self.betas[0]
-
-    @property
-    def moment_coef(self) -> float:
-        return 1.0 - self.betas[0]
-
-    @property
-    def beta2(self) -> float:
-        return self.betas[1]
-
-    @property
-    def has_momentum(self) -> bool:
-        return True
 
     def step_size(self, m: Tensor | None, v: Tensor | None, t: float) -> Tensor:
         assert v is not None

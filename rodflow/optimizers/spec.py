@@ -55,6 +55,13 @@ def check_real(name: str, value: Any, *, lo: float, hi: float = math.inf, lo_ope
     return x
 
 
+def check_betas(betas: Any, name: str = "betas") -> tuple[float, float]:
+    """Validate a pair (β1, β2), each in [0, 1)."""
+    if not isinstance(betas, tuple | list) or len(betas) != 2:
+        raise ValueError(f"{name} must be a pair (beta1, beta2), got {betas!r}")
+    return (check_real(f"{name}[0]", betas[0], lo=0.0, hi=1.0), check_real(f"{name}[1]", betas[1], lo=0.0, hi=1.0))
+
+
 def check_gradient(g: Any, theta: Tensor, t: int) -> Tensor:
     """Check that ``grad_fn`` returned a finite flat tensor shaped like θ."""
     if not isinstance(g, Tensor):

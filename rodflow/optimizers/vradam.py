@@ -27,14 +27,15 @@ import torch
 from torch import Tensor
 
 from ..phase import PhaseState
+from .adam import AdamMoments
 from .rmsprop import adaptive_denominator
-from .spec import OptimizerSpec, check_real
+from .spec import check_real
 
 __all__ = ["VRAdam"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class VRAdam(OptimizerSpec):
+class VRAdam(AdamMoments):
     """VRAdam as a discrete map (velocity norm, no weight decay); ``torch.optim`` form in :class:`rodflow.VRAdam`.
 
     >>> import rodflow
@@ -44,20 +45,12 @@ class VRAdam(OptimizerSpec):
     """
 
     lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
     beta3: float = 1.0
     alpha1: float = 10.0
     power: float = 2.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not isinstance(self.betas, tuple | list) or len(self.betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {self.betas!r}")
-        b1 = check_real("betas[0]", self.betas[0], lo=0.0, hi=1.0)
-        b2 = check_real("betas[1]", self.betas[1], lo=0.0, hi=1.0)
-        object.__setattr__(self, "betas", (b1, b2))
-        object.__setattr__(self, "eps", check_real("eps", self.eps, lo=0.0, lo_open=True))
         object.__setattr__(self, "beta3", check_real("beta3", self.beta3, lo=0.0))
         object.__setattr__(self, "alpha1", check_real("alpha1", self.alpha1, lo=0.0))
         object.__setattr__(self, "power", check_real("power", self.power, lo=0.0, lo_open=True))
@@ -65,22 +58,6 @@ class VRAdam(OptimizerSpec):
     @property
     def name(self) -> str:
         return "vradam"
-
-    @property
-    def beta(self) -> float:
-        return self.betas[0]
-
-    @property
-    def moment_coef(self) -> float:
-        return 1.0 - self.betas[0]
-
-    @property
-    def beta2(self) -> float:
-        return self.betas[1]
-
-    @property
-    def has_momentum(self) -> bool:
-        return True
 
     def effective_lr(self, m: Tensor) -> Tensor:
         """``η(m) = lr / (1 + min(β₃‖m‖^p, α₁))``."""
