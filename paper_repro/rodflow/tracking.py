@@ -64,7 +64,7 @@ def make_problem(data: str, n: int, width: int, seed: int) -> rodflow.problems.P
 
 
 def run_one(name: str, hp: dict[str, Any], prob: Any, steps: int, sharpness_every: int, rtol: float,
-            atol: float, onset: float = 1.0, lead: int = 50) -> dict[str, Any]:
+            atol: float, onset: float = 1.0, lead: int = 50, from_zero: bool = True) -> dict[str, Any]:
     """Iterates, then each flow from step 0 and from ``lead`` steps before the EoS onset k*."""
     spec = rodflow.optimizer(name, **hp)
     t0 = time.perf_counter()
@@ -72,7 +72,7 @@ def run_one(name: str, hp: dict[str, Any], prob: Any, steps: int, sharpness_ever
     out: dict[str, Any] = {"name": name, "spec": spec, "traj": traj, "seconds_discrete": time.perf_counter() - t0}
     k_star = eos_onset(traj.sharpness, onset * spec.threshold)
     out["k_star"] = k_star
-    starts = {"0": 0}
+    starts = {"0": 0} if from_zero or k_star is None or k_star - lead <= 0 else {}
     if k_star is not None and k_star - lead > 0:
         starts["k*-lead"] = k_star - lead
     for tag, start in starts.items():
@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--onset", type=float, default=0.95,
                    help="k* = first step with preconditioned sharpness ≥ onset × threshold")
     p.add_argument("--lead", type=int, default=50, help="second start: this many steps before k*")
+    p.add_argument("--skip-zero-start", action="store_true",
+                   help="only start the flows lead steps before k* (when the iterates reach it)")
     p.add_argument("--rtol", type=float, default=1e-5)
     p.add_argument("--atol", type=float, default=1e-8)
     p.add_argument("--results", type=Path, default=ROOT / "paper_repro" / "rodflow" / "results")
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         lrs.setdefault(name, {})["lr"] = float(value)
     names = [s for s in args.optimizers.split(",") if s]
     config = {"data": args.data, "n": n, "width": args.width, "steps": args.steps, "seed": args.seed,
-              "sharpness_every": args.sharpness_every, "onset": args.onset, "lead": args.lead, "rtol": args.rtol, "atol": args.atol,
+              "sharpness_every": args.sharpness_every, "onset": args.onset, "lead": args.lead, "skip_zero_start": args.skip_zero_start, "rtol": args.rtol, "atol": args.atol,
               "hyperparameters": {k: lrs[k] for k in names}, "dim": prob.dim, "torch": torch.__version__}
     print(f"{args.data}: {n} examples, MLP {prob.dim} parameters, {args.steps} steps", flush=True)
     rows = []
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     args.results.mkdir(parents=True, exist_ok=True)
     for name in names:
         res = run_one(name, lrs[name], prob, args.steps, args.sharpness_every, args.rtol, args.atol, args.onset,
-                      args.lead)
+                      args.lead, not args.skip_zero_start)
         for r in rows_of(res):
             rows.append(r)
             print(json.dumps(r), flush=True)
