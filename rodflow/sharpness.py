@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.sparse.linalg import LinearOperator, eigsh, lobpcg
+from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh, lobpcg
 from torch import Tensor
 
 from .derivatives import LossFn
@@ -213,7 +213,14 @@ def sharpness(
             # see benchmarks/sharpness.py); ARPACK's default would build ≥ 20 vectors regardless
             v0 = warm_start.detach().cpu().double().numpy().reshape(-1, d)[0]
             ncv = min(d - 1, 2 * k + 2)
-        w, v = eigsh(op.scipy(), k=k, which="LA", tol=tol, v0=v0, ncv=ncv, maxiter=max_iter)
+        try:
+            w, v = eigsh(op.scipy(), k=k, which="LA", tol=tol, v0=v0, ncv=ncv,
+                         maxiter=max_iter if ncv is None else min(max_iter, 20))
+        except ArpackNoConvergence:
+            if ncv is None:
+                raise
+            # a small space can stall (e.g. a near-degenerate top pair): ARPACK's default size
+            w, v = eigsh(op.scipy(), k=k, which="LA", tol=tol, v0=v0, maxiter=max_iter)
     elif method == "lobpcg":
         if 5 * k >= d:
             raise ValueError(f"k: lobpcg needs 5k < d (d={d}); use method='dense'")

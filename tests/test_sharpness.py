@@ -146,3 +146,14 @@ def test_gd_reaches_the_edge_of_stability_on_digits():
     assert float(s.max()) > 1.0  # and reaches it
     late = float(s[-5:].mean())
     assert abs(late - 1) < 0.10, late
+
+
+def test_warm_lanczos_survives_a_stalling_small_space():
+    """A warm start orthogonal to a near-degenerate top pair stalls the small Krylov space; the
+    fallback to ARPACK's default size still finds the top eigenvalue."""
+    eigs = torch.tensor([5.0, 5.0 - 1e-9, 4.9] + [1.0] * 500, dtype=torch.float64)
+    prob = rodflow.problems.quadratic(eigs, seed=None)
+    warm = torch.zeros(503, dtype=torch.float64)
+    warm[2] = 1.0  # the third eigenvector, exactly
+    res = rodflow.sharpness(prob.loss_fn, prob.theta0, method="lanczos", tol=1e-10, warm_start=warm)
+    assert res.top == pytest.approx(5.0, rel=1e-8)
