@@ -182,10 +182,15 @@ class OptimizerSpec(ABC):
     def step(self, state: PhaseState, grad_fn: GradFn) -> PhaseState:
         """One exact step of the optimizer: ``update(state, grad_fn(state.theta))``.
 
-        ``grad_fn`` must return a finite tensor shaped like θ; anything else raises.
+        ``grad_fn`` must return a finite tensor shaped like θ; anything else raises, and so does a
+        step that overflows θ (a finite gradient times a huge step size).
         """
         g = check_gradient(grad_fn(state.theta), state.theta, state.t)
-        return self.update(state, g)
+        new = self.update(state, g)
+        if not bool(torch.isfinite(new.theta).all()):
+            raise NonFiniteError(f"{self.name}: step {new.t} made theta non-finite (overflow of a finite gradient "
+                                 "times the step size); lower lr")
+        return new
 
     def _require_started(self, state: PhaseState) -> None:
         if state.t < 1:
