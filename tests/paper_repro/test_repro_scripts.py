@@ -38,13 +38,16 @@ def test_eos_script_on_digits(tmp_path):
 
 
 @pytest.mark.parametrize("script", ["paper_repro/flowadam/matrix_completion.py", "paper_repro/vradam/eos.py",
-                                    "paper_repro/flowadam/other_tasks.py"])
+                                    "paper_repro/flowadam/other_tasks.py", "paper_repro/flowadam/recommenders.py"])
 def test_other_scripts_tiny(tmp_path, script):
     mod = _load(script)
     if script.endswith("matrix_completion.py"):
         args = ["--configs", "0", "--seeds", "42", "--steps", "20", "--variants", "adam", "flowadam",
                 "adam_matched", "--out", str(tmp_path / "mc.md")]
         out = tmp_path / "mc.md"
+    elif script.endswith("recommenders.py"):  # the generated Jester stand-in needs no data package
+        args = ["--datasets", "jester_like", "--seeds", "42", "--steps", "15", "--out", str(tmp_path / "rec.md")]
+        out = tmp_path / "rec.md"
     elif script.endswith("other_tasks.py"):
         args = ["--seeds", "42", "--steps", "15", "--out", str(tmp_path / "ot.md")]
         out = tmp_path / "ot.md"

@@ -90,3 +90,29 @@ def test_mnist5k_reads_the_csv_layout(tmp_path):
     x, y = rodflow.problems.mnist5k(path=path, center=False)
     np.testing.assert_allclose(x.numpy(), rows[:, :-1] / 255.0)
     np.testing.assert_array_equal(y.numpy(), rows[:, -1])
+
+
+def test_movielens_reader_on_a_generated_inter_file(tmp_path):
+    path = tmp_path / "ml.inter"
+    path.write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+                    "196\t242\t3\t881250949\n186\t302\t3\t891717742\n196\t377\t1\t878887116\n")
+    u, i, r = rodflow.problems.movielens100k(path)
+    assert u.tolist() == [0, 1, 0] and i.tolist() == [0, 1, 2] and r.tolist() == [3.0, 3.0, 1.0]
+    bad = tmp_path / "bad.inter"
+    bad.write_text("a\tb\n1\t2\n")
+    with pytest.raises(ValueError, match="recbole"):
+        rodflow.problems.movielens100k(bad)
+
+
+def test_jester_reader_and_generator(tmp_path):
+    rows = np.full((2, 101), 99.0)
+    rows[:, 0] = [2, 1]
+    rows[0, 1], rows[0, 5], rows[1, 100] = 7.5, -3.25, 0.0
+    np.savetxt(tmp_path / "jester.csv", rows, delimiter=",")
+    r = rodflow.problems.read_jester(tmp_path / "jester.csv")
+    assert r.shape == (2, 100)
+    assert r[0, 0] == 7.5 and r[0, 4] == -3.25 and r[1, 99] == 0.0
+    assert int((~r.isnan()).sum()) == 3
+    m = rodflow.problems.jester_like(n_users=200, n_items=50, seed=1)
+    seen = m[~m.isnan()]
+    assert float(seen.abs().max()) <= 10.0 and 0.5 < (~m.isnan()).float().mean() < 0.62
