@@ -44,6 +44,10 @@ def test_tuple_states_and_fixed_step_counts():
     t = torch.linspace(0, 1, 11, dtype=torch.float64)
     res = rodflow.integrate(field, y0, t, method="euler")
     assert res.stats.n_steps == 10 and res.stats.nfe == 10
+    x, v = 1.0, 0.0
+    for _ in range(10):  # Euler by hand, h = 0.1
+        x, v = x + 0.1 * v, v - 0.1 * x
+    assert res.ys[0][-1].item() == pytest.approx(x, rel=1e-14) and res.ys[1][-1].item() == pytest.approx(v, rel=1e-14)
     res = rodflow.integrate(field, y0, t, method="rk4", options={"step_size": 0.05})
     assert res.stats.n_steps == 20 and res.stats.nfe == 80
     np.testing.assert_allclose(res.ys[0][-1].item(), np.cos(1.0), atol=1e-7)
@@ -51,17 +55,41 @@ def test_tuple_states_and_fixed_step_counts():
     np.testing.assert_allclose(res.ys[1][-1].item(), -np.sin(1.0), atol=1e-9)
 
 
+def test_statistics_count_every_field_evaluation():
+    calls = {"n": 0}
+
+    def field(t, y):
+        calls["n"] += 1
+        return _van_der_pol(t, y)
+
+    res = rodflow.integrate(field, torch.tensor([2.0, 0.0], dtype=torch.float64),
+                            torch.linspace(0, 5, 6, dtype=torch.float64), rtol=1e-8, atol=1e-10)
+    s = res.stats
+    assert s.nfe == calls["n"]
+    assert s.n_rejected > 0  # van der Pol at this tolerance rejects some steps
+    # dopri5: two evaluations to pick the first step, then six per attempt (seven stages, FSAL)
+    assert s.nfe == 2 + 6 * (s.n_steps + s.n_rejected)
+
+
 def test_blow_up_raises_with_statistics():
-    with pytest.raises(IntegrationError) as info:
-        rodflow.integrate(lambda t, y: y**2, torch.tensor([1.0], dtype=torch.float64),
-                          torch.tensor([0.0, 2.0], dtype=torch.float64))
+    """dy/dt = y², y(0) = 1 has y = 1/(1 − t): no solution past t = 1."""
+    y0, t = torch.tensor([1.0], dtype=torch.float64), torch.tensor([0.0, 0.9, 1.5], dtype=torch.float64)
+    with pytest.raises(IntegrationError, match=r"underflow|non-finite|max_num_steps") as info:
+        rodflow.integrate(lambda t, y: y**2, y0, t)
     assert info.value.stats.nfe > 0
+    ok = rodflow.integrate(lambda t, y: y**2, y0, t[:2], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(ok.ys[-1], torch.tensor([10.0], dtype=torch.float64), rtol=1e-7, atol=0)
 
 
 def test_clip_clamps_the_field():
-    res = rodflow.integrate(lambda t, y: torch.full_like(y, 5.0), torch.zeros(2, dtype=torch.float64),
-                            torch.tensor([0.0, 2.0], dtype=torch.float64), clip=1.0)
-    torch.testing.assert_close(res.ys[-1], torch.full((2,), 2.0, dtype=torch.float64))
+    res = rodflow.integrate(lambda t, y: torch.tensor([5.0, -5.0, 0.5], dtype=torch.float64),
+                            torch.zeros(3, dtype=torch.float64), torch.tensor([0.0, 2.0], dtype=torch.float64), clip=1.0)
+    torch.testing.assert_close(res.ys[-1], torch.tensor([2.0, -2.0, 1.0], dtype=torch.float64), rtol=1e-12, atol=1e-12)
+    res = rodflow.integrate(lambda t, y: (torch.full_like(y[0], -3.0), torch.full_like(y[1], 0.25)),
+                            (torch.zeros(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)),
+                            torch.tensor([0.0, 1.0], dtype=torch.float64), clip=0.5, method="euler")
+    assert res.ys[0][-1].item() == pytest.approx(-0.5, abs=1e-14)
+    assert res.ys[1][-1].item() == pytest.approx(0.25, abs=1e-14)
 
 
 def test_bad_arguments():
