@@ -116,3 +116,27 @@ def test_jester_reader_and_generator(tmp_path):
     m = rodflow.problems.jester_like(n_users=200, n_items=50, seed=1)
     seen = m[~m.isnan()]
     assert float(seen.abs().max()) <= 10.0 and 0.5 < (~m.isnan()).float().mean() < 0.62
+
+
+def test_module_problem_gradient_is_the_modules_backward_in_flatten_order():
+    prob = rodflow.problems.digits_mlp((8,), n=40, seed=2)
+    net = prob.info["module"]
+    x, y = rodflow.problems.digits(n=40, seed=2)
+    net.zero_grad()
+    (0.5 * (net(x) - rodflow.problems.one_hot(y, 10)).square().sum(1).mean()).backward()
+    ref = rodflow.flatten([p.grad for p in net.parameters()])
+    torch.testing.assert_close(rodflow.gradient(prob.loss_fn)(prob.theta0), ref, rtol=1e-12, atol=1e-15)
+    assert prob.dim == 64 * 8 + 8 + 8 * 10 + 10 and prob.theta0.dtype == torch.float64
+
+
+def test_read_idx_plain_file_and_malformed_headers(tmp_path):
+    arr = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    head = bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 2, 3, 4)
+    (tmp_path / "a.idx").write_bytes(head + arr.tobytes())
+    np.testing.assert_array_equal(read_idx(tmp_path / "a.idx"), arr)
+    (tmp_path / "short.idx").write_bytes(head + arr.tobytes()[:-1])
+    with pytest.raises(ValueError, match="header says"):
+        read_idx(tmp_path / "short.idx")
+    (tmp_path / "f32.idx").write_bytes(bytes([0, 0, 0x0D, 1]) + struct.pack(">I", 1) + b"\0\0\0\0")
+    with pytest.raises(ValueError, match="uint8"):
+        read_idx(tmp_path / "f32.idx")
