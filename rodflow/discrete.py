@@ -66,7 +66,7 @@ def iterate(
     warm-started from the previous one (``sharpness_kwargs`` go to :func:`rodflow.sharpness`).
 
     If the run is interrupted (``KeyboardInterrupt``) the states recorded so far are returned with
-    ``complete=False``. If the gradient becomes non-finite, :class:`NonFiniteError` is raised and
+    ``complete=False``. If the gradient becomes non-finite (or a step overflows θ), :class:`NonFiniteError` is raised and
     carries the partial trajectory as ``err.trajectory``.
 
     >>> import torch, rodflow
