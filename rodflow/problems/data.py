@@ -6,6 +6,8 @@
 * :func:`fashion_mnist`: Debian's ``dataset-fashion-mnist`` IDX files, read by :func:`read_idx`.
 * :func:`movielens100k`: the 100,000 ratings in the ``recbole`` wheel (``pip install --no-deps recbole``),
   read as TSV without importing recbole. The data's terms forbid redistribution: never commit it.
+* :func:`jane_austen`: the six novels in Debian's ``r-cran-janeaustenr`` (``apt-get download`` it and
+  ``dpkg-deb -x`` it; do not install it), an R lazy-load database read with the ``rdata`` package.
 * :func:`read_jester`: the Jester CSV layout (a count, then 100 ratings, 99 = missing);
   :func:`jester_like` generates a stand-in (the real data is not available offline).
 """
@@ -16,13 +18,15 @@ import gzip
 import importlib.util
 import os
 import struct
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["digits", "fashion_mnist", "jester_like", "mnist5k", "movielens100k", "one_hot", "read_idx", "read_jester"]
+__all__ = ["digits", "fashion_mnist", "jane_austen", "jester_like", "mnist5k", "movielens100k", "one_hot", "read_idx", "read_jester"]
 
 FASHION_MNIST_DIRS = ("/usr/share/dataset-fashion-mnist", "/usr/share/datasets/fashion-mnist")
 
@@ -167,3 +171,39 @@ def jester_like(n_users: int = 1000, n_items: int = 100, *, rank: int = 5, densi
     r = r.clamp(-10.0, 10.0)
     r[torch.rand(n_users, n_items, generator=g) >= density] = float("nan")
     return r
+
+
+JANE_AUSTEN_DIRS = ("/usr/lib/R/site-library/janeaustenr/data",)
+
+
+def jane_austen(root: str | os.PathLike[str] | None = None) -> str:
+    """The six Jane Austen novels as one string (lines joined by newlines), from janeaustenr's
+    ``data/Rdata.{rdx,rdb}``: the index is gzip + R serialization; each object a 4-byte big-endian
+    length then zlib. Needs the ``rdata`` package (``pip install rdata``)."""
+    import zlib
+
+    try:
+        import rdata
+    except ImportError as err:
+        raise ImportError("jane_austen needs the rdata package: pip install rdata") from err
+    roots = [Path(root)] if root is not None else [Path(r) for r in JANE_AUSTEN_DIRS]
+    for r in roots:
+        rdx, rdb = r / "Rdata.rdx", r / "Rdata.rdb"
+        if rdx.exists() and rdb.exists():
+            break
+    else:
+        raise FileNotFoundError("janeaustenr data not found: `apt-get download r-cran-janeaustenr && dpkg-deb -x "
+                                f"*.deb DIR`, then pass root=DIR/usr/lib/R/site-library/janeaustenr/data (looked in "
+                                f"{', '.join(map(str, roots))})")
+    def parse(raw: bytes) -> Any:
+        with warnings.catch_warnings():  # the objects are headerless serializations, which rdata notes
+            warnings.simplefilter("ignore", UserWarning)
+            return rdata.conversion.convert(rdata.parser.parse_data(raw))
+
+    index = parse(gzip.decompress(rdx.read_bytes()))
+    blob = rdb.read_bytes()
+    texts = []
+    for offset, length in index["variables"].values():
+        chunk = blob[int(offset): int(offset) + int(length)]
+        texts.append("\n".join(str(line) for line in parse(zlib.decompress(chunk[4:]))))
+    return "\n\n".join(texts)
