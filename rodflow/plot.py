@@ -9,6 +9,7 @@ a ``.sharpness`` dict like :attr:`rodflow.Trajectory.sharpness` (trajectories an
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -24,53 +25,89 @@ def _np(x: Any) -> np.ndarray:
     return np.asarray(x, dtype=float)
 
 
+def _thresholds(threshold: float | Sequence[float] | None, n: int) -> list[float] | None:
+    if threshold is None:
+        return None
+    if isinstance(threshold, Real | int | float):
+        return [float(threshold)]
+    if isinstance(threshold, str) or not isinstance(threshold, Sequence):
+        raise TypeError(f"threshold must be a number or a sequence of numbers, got {type(threshold).__name__}")
+    values = [float(x) for x in threshold]
+    if len(values) != n:
+        raise ValueError(f"threshold: expected one number or one per run ({n}), got {len(values)}")
+    return values
+
+
 def sharpness_curve(
     *runs: Any,
-    threshold: float | None = None,
+    threshold: float | Sequence[float] | None = None,
     preconditioned: bool = False,
     labels: Sequence[str] | None = None,
     loss: bool = True,
     logy: bool = False,
     ax: Axes | None = None,
     title: str | None = None,
+    figsize: tuple[float, float] | None = None,
 ) -> Figure:
     """Sharpness against step for each run, with the stability threshold as a horizontal line.
+
+    Draws λ_max(H) (or λ_max(P⁻¹H) with ``preconditioned=True``) from each run's ``.sharpness``
+    series and, underneath, the training loss ``.loss`` against ``.t``.
 
     Args:
         runs: trajectories or flow solutions whose ``.sharpness`` was recorded
             (``iterate(..., sharpness_every=N)``, ``solve(..., sharpness_every=N)``).
-        threshold: the line to draw (e.g. ``spec.threshold`` for the preconditioned sharpness,
-            ``spec.threshold / lr`` for the raw sharpness of GD-like methods).
+        threshold: the line to draw: one number (e.g. ``spec.threshold`` for the preconditioned
+            sharpness) or one per run (e.g. ``2/η`` for GD's raw sharpness at several learning
+            rates, each drawn in its run's colour).
         preconditioned: plot λ_max(P⁻¹H) instead of λ_max(H).
-        labels: one legend label per run.
-        loss: add a loss panel underneath (ignored when ``ax`` is given).
-        logy: logarithmic y axes.
+        labels: one legend label per run (default ``"run i"``).
+        loss: add a loss panel underneath (ignored when ``ax`` is given); log scale when the
+            losses are positive.
+        logy: logarithmic sharpness axis.
         ax: draw the sharpness into this axes instead of a new figure.
+        title: the sharpness panel's title.
+        figsize: size of a new figure in inches.
+
+    >>> import torch, rodflow
+    >>> prob = rodflow.problems.quadratic([3.0, 1.0], seed=0)
+    >>> spec = rodflow.optimizer("gd", lr=0.5)
+    >>> traj = rodflow.iterate(spec, prob.loss_fn, prob.theta0, 10, sharpness_every=5)
+    >>> fig = sharpness_curve(traj, threshold=2 / spec.lr, labels=["gd"])
+    >>> [a.get_ylabel() for a in fig.axes]
+    ['λ_max(H)', 'training loss']
     """
     if not runs:
         raise ValueError("runs: give at least one trajectory or flow solution")
     if labels is not None and len(labels) != len(runs):
         raise ValueError(f"labels: expected {len(runs)} labels, got {len(labels)}")
+    lines = _thresholds(threshold, len(runs))
     key, step_key = (("preconditioned_sharpness", "preconditioned_step") if preconditioned
                      else ("sharpness", "step"))
     if ax is None:
-        fig = Figure(figsize=(7.0, 6.0 if loss else 4.0), layout="constrained")
+        fig = Figure(figsize=figsize or (7.0, 6.0 if loss else 4.0), layout="constrained")
         if loss:
             ax, ax_loss = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
         else:
             ax, ax_loss = fig.add_subplot(), None
     else:
         fig, ax_loss = ax.figure, None  # type: ignore[assignment]
+    positive = True
     for i, run in enumerate(runs):
         series = getattr(run, "sharpness", None) or {}
         if key not in series or series[key].numel() == 0:
             raise ValueError(f"runs[{i}] has no recorded {key.replace('_', ' ')}: record it with sharpness_every=N")
+        steps = series.get(step_key, series.get("step"))
         label = labels[i] if labels is not None else f"run {i}"
-        ax.plot(_np(series[step_key]), _np(series[key]), marker=".", ms=3, lw=1.3, label=label)
+        (line,) = ax.plot(_np(steps), _np(series[key]), marker=".", ms=3, lw=1.3, label=label)
+        if lines is not None and len(lines) > 1:
+            ax.axhline(lines[i], color=line.get_color(), ls="--", lw=1.0, label=f"threshold {lines[i]:.4g}")
         if ax_loss is not None:
-            ax_loss.plot(_np(run.t), _np(run.loss), lw=1.2, label=label)
-    if threshold is not None:
-        ax.axhline(threshold, color="k", ls="--", lw=1.0, label=f"threshold {threshold:.4g}")
+            values = _np(run.loss)
+            positive = positive and bool((values > 0).all())
+            ax_loss.plot(_np(run.t), values, lw=1.2, color=line.get_color(), label=label)
+    if lines is not None and len(lines) == 1:
+        ax.axhline(lines[0], color="k", ls="--", lw=1.0, label=f"threshold {lines[0]:.4g}")
     ax.set_ylabel("λ_max(P⁻¹H)" if preconditioned else "λ_max(H)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -81,7 +118,8 @@ def sharpness_curve(
     if ax_loss is not None:
         ax_loss.set_ylabel("training loss")
         ax_loss.set_xlabel("step")
-        ax_loss.set_yscale("log")
+        if positive:
+            ax_loss.set_yscale("log")
         ax_loss.grid(alpha=0.3)
     else:
         ax.set_xlabel("step")

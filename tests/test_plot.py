@@ -59,3 +59,34 @@ def test_loss_curves_and_tracking(runs, tmp_path):
     fig.savefig(tmp_path / "t.png")
     with pytest.raises(ValueError):
         plot.loss_curves({})
+
+
+def test_sharpness_curve_with_one_threshold_per_run(runs):
+    """GD's raw sharpness at several learning rates: each run against its own 2/η, in its colour."""
+    _spec, traj, _ = runs
+    prob = rodflow.problems.quadratic([3.0, 1.0], seed=0, center=torch.tensor([1.0, 1.0], dtype=torch.float64))
+    gds = [rodflow.iterate(rodflow.optimizer("gd", lr=lr), prob.loss_fn, prob.theta0, 8, sharpness_every=4)
+           for lr in (0.2, 0.4)]
+    fig = plot.sharpness_curve(*gds, threshold=[2 / 0.2, 2 / 0.4], labels=["lr 0.2", "lr 0.4"])
+    ax, ax_loss = fig.axes
+    run0, line0, run1, line1 = ax.get_lines()
+    assert [line0.get_ydata()[0], line1.get_ydata()[0]] == pytest.approx([10.0, 5.0])
+    assert line0.get_color() == run0.get_color() and line1.get_color() == run1.get_color()
+    assert ax.get_ylabel() == "λ_max(H)"
+    torch.testing.assert_close(torch.as_tensor(run0.get_ydata()), gds[0].sharpness["sharpness"])
+    assert [ln.get_color() for ln in ax_loss.get_lines()] == [run0.get_color(), run1.get_color()]
+    assert ax_loss.get_yscale() == "log"
+    with pytest.raises(ValueError, match="threshold"):
+        plot.sharpness_curve(*gds, threshold=[1.0, 2.0, 3.0])
+    with pytest.raises(TypeError, match="threshold"):
+        plot.sharpness_curve(traj, threshold="2")
+
+
+def test_sharpness_curve_keeps_a_linear_loss_axis_for_non_positive_losses():
+    prob = rodflow.problems.quadratic([2.0, 1.0], seed=0)
+    shifted = lambda th: prob.loss_fn(th) - 1.0  # noqa: E731 - losses below zero
+    traj = rodflow.iterate(rodflow.optimizer("gd", lr=0.1), shifted, prob.theta0, 6, sharpness_every=3)
+    fig = plot.sharpness_curve(traj, loss=True, figsize=(4.0, 3.0))
+    assert fig.axes[1].get_yscale() == "linear"
+    assert tuple(fig.get_size_inches()) == pytest.approx((4.0, 3.0))
+    assert len(plot.sharpness_curve(traj, loss=False).axes) == 1
