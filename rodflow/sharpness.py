@@ -171,7 +171,7 @@ def _power_run(op: HessianOperator, v: Tensor, shift: float, tol: float, max_ite
     for _ in range(max_iter):
         hv = op(v) - shift * v
         new = v @ hv
-        v = hv / torch.linalg.vector_norm(hv)
+        v = hv / torch.linalg.vector_norm(hv).clamp_min(torch.finfo(hv.dtype).tiny)  # H = 0 gives λ = 0
         done = (new - lam).abs() <= tol * new.abs()
         lam = new
         if bool(done):  # one host sync per product: the stopping test needs it
@@ -289,6 +289,9 @@ def sharpness(
             raise ValueError(f"warm_start must have shape [{d}] or [k, {d}], got {tuple(warm_start.shape)}")
     if method == "auto":
         method = "dense" if d <= DENSE_MAX_DIM else "lanczos"
+    if not op.grad.requires_grad:  # ∇L does not depend on θ: H = 0, nothing to solve
+        vecs = torch.eye(k, d, dtype=theta.dtype, device=theta.device)
+        return SharpnessResult(eigenvalues=theta.new_zeros(k), eigenvectors=vecs, n_hvp=0, method=method)
     if method == "dense":
         vals, vecs = torch.linalg.eigh(op.dense())
         order = torch.argsort(vals, descending=True)[:k]

@@ -54,6 +54,9 @@ def test_hvp_of_a_loss_without_curvature_is_zero():
     theta = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
     out = rodflow.hvp(lambda th: (2.0 * th).sum(), theta, torch.ones(2, 3, dtype=torch.float64))
     assert torch.equal(out, torch.zeros(2, 3, dtype=torch.float64))
+    for method in ALL_METHODS:
+        res = rodflow.sharpness(lambda th: th.sum(), torch.ones(400, dtype=torch.float64), method=method)
+        assert res.top == 0.0 and res.n_hvp == 0 and res.eigenvectors.shape == (1, 400)
 
 
 @pytest.mark.parametrize("method", ALL_METHODS)
