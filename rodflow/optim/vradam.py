@@ -1,26 +1,53 @@
 r"""VRAdam as a ``torch.optim.Optimizer`` (Vaidhyanathan, Schorling, Ares & Osborne, arXiv 2505.13196).
 
-Per step, for each parameter group (‖·‖ over all of the group's parameters)::
+Per step, for each parameter group (‖·‖ the Euclidean norm over all of the group's parameters
+that have a gradient)::
 
     m_t = β1 m + (1 − β1) g                      # velocity
     s_t = β2 s + (1 − β2) g²
     η_t = lr / (1 + min(β3 ‖m_t‖^p, α1))         # raw m_t (norm_on="velocity") or g (norm_on="grad")
     θ  ← θ (1 − η_t λ) − η_t m̂_t / (√ŝ_t + ε)    # bias-corrected, AdamW's ε convention
 
-Continuous time: the Lagrangian L = ½v² + (β3/4)v⁴ − V(x) gives (1 + 3β3‖v‖²) v̇ = −∇V(x), a
-kinetic energy that grows quartically and so brakes fast motion; η_t is its discrete, capped form.
-The discrete map and its flows live in :class:`rodflow.optimizers.vradam.VRAdam` (``"vradam"``).
+Continuous time. For a particle at x with velocity v = ẋ in a potential V, the Lagrangian
 
-Implementation: ‖m_t‖² comes from read-only reductions before the update,
-β1²‖m‖² + 2β1(1 − β1)⟨m, g⟩ + (1 − β1)²‖g‖² (foreach norms and per-tensor dots, no copy of m_t); η_t
-stays a 0-d tensor on the device and is handed as a tensor learning rate to torch's fused AdamW
-kernel (``fused=True``, the default where available), so the update is one fused pass and
-there is no host synchronisation. With ``fused=False`` torch's foreach AdamW runs with η_t as
-a Python float (one scalar read per group per step).
+.. math::
 
-Global statistic: under DDP the gradients (hence m_t) are identical on every rank and so is
-η_t. With sharded parameters (FSDP, ZeRO) each rank holds a slice: pass ``process_group`` and
-the squared norm is all-reduced (summed) over it before η_t is formed.
+    \mathcal L(x, v) = \tfrac12\|v\|^2 + \tfrac{\beta_3}{4}\|v\|^4 - V(x)
+
+has the Euler–Lagrange equation ``(1 + β3‖v‖²) v̇ + 2β3⟨v, v̇⟩ v = −∇V(x)``: the mass is
+``1 + 3β3‖v‖²`` along v (``1 + β3‖v‖²`` across it). In one dimension, and in the isotropic form
+the paper discretizes,
+
+.. math::
+
+    \dot x = v,\qquad \dot v = -\frac{\nabla V(x)}{1 + 3\beta_3\|v\|^2},
+
+so fast motion is braked. VRAdam keeps Adam's damping and preconditioning and puts this
+velocity factor on the learning rate, with the constant 3 absorbed into β3 and the slow-down
+capped at ``1 + α1``. The discrete map and its flows live in
+:class:`rodflow.optimizers.vradam.VRAdam` (registry name ``"vradam"``).
+
+Implementation. ``‖m_t‖²`` is formed *before* the update from read-only reductions,
+``‖m_t‖² = β1²‖m_{t−1}‖² + 2β1(1 − β1)⟨m_{t−1}, g⟩ + (1 − β1)²‖g‖²``, where ``‖m_{t−1}‖²`` is the
+value this identity gave at the previous step (kept per parameter under ``"exp_avg_norm_sq"``, in
+float64), so a step reads g twice (one foreach norm, one dot per tensor) and m once on top of
+AdamW. η_t stays a 0-d tensor on the device and is handed as a tensor learning rate to torch's
+functional AdamW: the fused kernel (``fused=True``, the default where available) or, with
+``fused=False``, the foreach kernel (on CUDA in its capturable form, which takes a tensor rate; on
+CPU as a Python float, which costs no device synchronisation). No step reads a value back to
+the host. If ``exp_avg`` is edited by hand, delete ``"exp_avg_norm_sq"`` from that parameter's state
+and it is recomputed.
+
+Global statistic. Under DDP the gradients are averaged before ``step``, so m_t, ‖m_t‖ and η_t
+are identical on every rank. With sharded parameters (FSDP, ZeRO) a rank holds a slice of every
+tensor (or a subset of the tensors): pass ``process_group`` and the local squared norm is
+all-reduced (summed) over it before η_t is formed; the power ``p`` is applied afterwards.
+
+Differences from the authors' code (pranavjv/vradam): the learning rate is stored under ``lr``
+(theirs under ``eta``, which breaks every ``torch.optim.lr_scheduler``), the default weight decay
+is 0 as documented (theirs is 1e-5 against a docstring of 0), ``lr_cutoff`` is called ``alpha1``,
+and for ``power ≠ 2`` the penalty is ``β3‖m‖₂^p`` as written in the paper, where theirs sums
+``|m_i|^p`` (the two agree at the default ``p = 2``).
 """
 
 from __future__ import annotations
@@ -35,26 +62,41 @@ from torch.optim import Optimizer
 from torch.optim.adam import adam as functional_adam
 
 from ..optimizers.spec import check_betas, check_real
-from .reductions import fusable, total_dot, total_sq_norm
 
 __all__ = ["VRAdam"]
 
+_NORM_KEY = "exp_avg_norm_sq"
+
+
+def _fusable(params: list[Tensor]) -> bool:
+    """Whether torch's fused Adam kernel accepts these parameters."""
+    return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+
+
+def _stack64(xs: list[Tensor], device: torch.device | None) -> Tensor:
+    """Stack 0-d tensors into a float64 vector; ``device`` moves them first (a group on several devices)."""
+    if device is not None:
+        xs = [x.to(device) for x in xs]
+    return torch.stack(xs).to(torch.float64)
+
 
 class VRAdam(Optimizer):
-    """Velocity-regularized Adam (AdamW-style decoupled weight decay).
+    """Velocity-regularized Adam with AdamW's decoupled weight decay.
 
     Args:
         params: parameters or parameter groups.
-        lr: base learning rate (stored under ``lr``, so every ``torch.optim.lr_scheduler`` works).
-        betas: (β1, β2) as in Adam.
-        beta3: strength of the velocity penalty.
-        alpha1: cap of ``β3‖m‖^p`` (the rate never drops below ``lr/(1 + α1)``).
-        eps: added to √ŝ (AdamW's convention).
-        weight_decay: decoupled weight decay λ (default 0).
-        power: the exponent p of the norm (default 2).
+        lr: base (largest) learning rate, stored under ``lr`` so every ``torch.optim.lr_scheduler``
+            drives it; a float or a one-element tensor.
+        betas: (β1, β2) as in Adam, each in [0, 1).
+        beta3: strength β3 ≥ 0 of the velocity penalty (0 gives AdamW).
+        alpha1: cap α1 ≥ 0 of ``β3‖m‖^p``: the rate never drops below ``lr/(1 + α1)``.
+        eps: ε > 0 added to √ŝ (AdamW's convention).
+        weight_decay: decoupled weight decay λ ≥ 0, applied as ``θ(1 − η_t λ)`` (default 0).
+        power: the exponent p > 0 of the norm (default 2).
         norm_on: ``"velocity"`` (‖m_t‖, default) or ``"grad"`` (‖g_t‖).
-        fused: use torch's fused AdamW kernel (default: where the parameters allow it).
-        process_group: all-reduce the squared norm over this group (sharded parameters).
+        fused: use torch's fused AdamW kernel; ``None`` (default) uses it where the parameters allow.
+        process_group: all-reduce the squared norm over this group (sharded parameters only; not
+            needed under DDP). It is not part of ``state_dict`` and a copy of the optimizer has none.
 
     >>> import torch
     >>> w = torch.nn.Parameter(torch.ones(3))
@@ -81,7 +123,9 @@ class VRAdam(Optimizer):
     ):
         if isinstance(lr, Tensor):
             if lr.numel() != 1:
-                raise ValueError("lr: a tensor learning rate must have one element")
+                raise ValueError(f"lr: a tensor learning rate must have one element, got shape {tuple(lr.shape)}")
+            if not bool(lr >= 0):
+                raise ValueError(f"lr must be non-negative, got {float(lr)}")
         else:
             check_real("lr", lr, lo=0.0)
         betas = check_betas(betas)
@@ -92,16 +136,16 @@ class VRAdam(Optimizer):
         check_real("power", power, lo=0.0, lo_open=True)
         if norm_on not in ("velocity", "grad"):
             raise ValueError(f"norm_on must be 'velocity' or 'grad', got {norm_on!r}")
-        defaults = {"lr": lr, "betas": tuple(betas), "beta3": beta3, "alpha1": alpha1, "eps": eps,
+        if fused is not None and not isinstance(fused, bool):
+            raise ValueError(f"fused must be True, False or None, got {fused!r}")
+        defaults = {"lr": lr, "betas": betas, "beta3": beta3, "alpha1": alpha1, "eps": eps,
                     "weight_decay": weight_decay, "power": power, "norm_on": norm_on, "fused": fused}
         super().__init__(params, defaults)
         self.process_group = process_group
 
-    def __getstate__(self) -> dict[str, Any]:
-        # a process group cannot be copied or pickled: a copy gets none (set it again if needed)
-        return super().__getstate__()
-
     def __setstate__(self, state: dict[str, Any]) -> None:
+        # Optimizer.__getstate__ keeps defaults, state and param_groups; a process group cannot
+        # be copied or pickled, so a copy (or an unpickled optimizer) has none
         super().__setstate__(state)
         self.process_group = state.get("process_group")
         for group in self.param_groups:
@@ -109,22 +153,38 @@ class VRAdam(Optimizer):
             group.setdefault("norm_on", "velocity")
             group.setdefault("power", 2.0)
 
-    def effective_lr(self, group: dict[str, Any], sq_norm: Tensor) -> Tensor:
-        """``η = lr / (1 + min(β3 · (‖·‖²)^{p/2}, α1))`` as a 0-d tensor."""
-        penalty = torch.clamp(group["beta3"] * sq_norm ** (group["power"] / 2), max=group["alpha1"])
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load as ``torch.optim.Optimizer`` does, keeping the stored ‖m‖² in float64.
+
+        (The base class casts every floating state tensor to its parameter's dtype; the norm
+        would lose precision for float32 parameters and a resumed run would drift from an
+        uninterrupted one.)
+        """
+        super().load_state_dict(state_dict)
+        saved = state_dict["state"]
+        for group, saved_group in zip(self.param_groups, state_dict["param_groups"]):
+            for p, key in zip(group["params"], saved_group["params"]):
+                value = saved.get(key, {}).get(_NORM_KEY)
+                if value is not None:
+                    self.state[p][_NORM_KEY] = value.to(device=p.device, dtype=torch.float64)
+
+    @staticmethod
+    def effective_lr(group: dict[str, Any], sq_norm: Tensor) -> Tensor:
+        """``η = lr / (1 + min(β3 · (‖·‖²)^{p/2}, α1))`` as a 0-d tensor, from the squared norm."""
+        power = group["power"]
+        norm_p = sq_norm if power == 2.0 else sq_norm ** (power / 2.0)
+        penalty = torch.clamp(group["beta3"] * norm_p, max=group["alpha1"])
         return group["lr"] / (1.0 + penalty)
 
     @staticmethod
-    def _squared_norm(norm_on: str, beta1: float, exp_avgs: list[Tensor], grads: list[Tensor]) -> Tensor:
-        """‖m_t‖² (or ‖g‖²) before the update, from read-only reductions (float64, on the device).
-
-        ``‖β1 m + (1 − β1) g‖² = β1²‖m‖² + 2β1(1 − β1)⟨m, g⟩ + (1 − β1)²‖g‖²``: no copy of m_t is made.
-        """
-        gg = total_sq_norm(grads)
-        if norm_on == "grad":
-            return gg
-        mm, mg = total_sq_norm(exp_avgs), total_dot(exp_avgs, grads)
-        return (beta1 * beta1 * mm + 2.0 * beta1 * (1.0 - beta1) * mg + (1.0 - beta1) ** 2 * gg).clamp_min(0.0)
+    def _velocity_sq_norms(beta1: float, exp_avgs: list[Tensor], grads: list[Tensor], prev: list[Tensor],
+                           device: torch.device | None) -> Tensor:
+        """Per-tensor ``‖β1 m + (1 − β1) g‖²`` [n_tensors] (float64) from ``prev = ‖m‖²``, without forming m_t."""
+        gn = _stack64(list(torch._foreach_norm(grads)), device)  # [n_tensors]
+        mg = _stack64([torch.dot(m.reshape(-1), g.reshape(-1)) for m, g in zip(exp_avgs, grads)], device)
+        mm = _stack64(prev, device)  # [n_tensors]
+        out = (beta1 * beta1) * mm + (2.0 * beta1 * (1.0 - beta1)) * mg + ((1.0 - beta1) ** 2) * gn.square()
+        return out.clamp_min_(0.0)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
@@ -137,31 +197,53 @@ class VRAdam(Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
+            dev = params[0].device
             fused = group["fused"]
             if fused is None:
-                fused = fusable(params)
-            grads, exp_avgs, exp_avg_sqs, steps = [], [], [], []
+                fused = _fusable(params)
+            capturable = not fused and dev.type == "cuda"
+            steps_on_device = fused or capturable
+            velocity = group["norm_on"] == "velocity"
+            grads, exp_avgs, exp_avg_sqs, steps, prev = [], [], [], [], []
+            one_device = True
             for p in params:
                 if p.grad.is_sparse:
                     raise RuntimeError("VRAdam does not support sparse gradients")
+                one_device = one_device and p.device == dev
                 state = self.state[p]
                 if not state:
-                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device if fused else "cpu")
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device if steps_on_device else "cpu")
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                elif fused and state["step"].device != p.device:
+                    state[_NORM_KEY] = torch.zeros((), dtype=torch.float64, device=p.device)
+                elif steps_on_device and state["step"].device != p.device:
                     state["step"] = state["step"].to(p.device)
+                if velocity:
+                    if _NORM_KEY not in state:  # e.g. state loaded from a torch.optim.AdamW checkpoint
+                        state[_NORM_KEY] = torch.linalg.vector_norm(state["exp_avg"]).to(torch.float64).square()
+                    prev.append(state[_NORM_KEY])
                 grads.append(p.grad)
                 exp_avgs.append(state["exp_avg"])
                 exp_avg_sqs.append(state["exp_avg_sq"])
                 steps.append(state["step"])
             beta1, beta2 = group["betas"]
-            sq = self._squared_norm(group["norm_on"], beta1, exp_avgs, grads)
+            move = None if one_device else dev
+            if velocity:
+                per_tensor = self._velocity_sq_norms(beta1, exp_avgs, grads, prev, move)  # [n_tensors]
+                if one_device:
+                    torch._foreach_copy_(prev, list(per_tensor.unbind()))
+                else:
+                    for x, y in zip(prev, per_tensor.unbind()):
+                        x.copy_(y)
+                sq = per_tensor.sum()
+            else:
+                sq = _stack64(list(torch._foreach_norm(grads)), move).square().sum()
             if self.process_group is not None:
                 dist.all_reduce(sq, op=dist.ReduceOp.SUM, group=self.process_group)
             eta = self.effective_lr(group, sq)
+            lr: float | Tensor = eta.to(dev, params[0].dtype) if steps_on_device else float(eta)
             functional_adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, foreach=not fused, fused=fused,
-                            decoupled_weight_decay=True, amsgrad=False, beta1=beta1, beta2=beta2,
-                            lr=eta.to(params[0].dtype) if fused else float(eta),
-                            weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
+                            capturable=capturable, decoupled_weight_decay=True, amsgrad=False, beta1=beta1,
+                            beta2=beta2, lr=lr, weight_decay=group["weight_decay"], eps=group["eps"],
+                            maximize=False)
         return loss
