@@ -61,40 +61,129 @@ def test_triggers_off_is_torch_adam(fused, wd, decoupled):
     assert oa.ode_triggers == 0 and oa.grad_evals == 200
 
 
-def test_ode_step_is_the_clipped_gradient_flow():
-    """Step 1 with warmup 0 and an always-true plateau test: one ODE solve, compared with solve_ivp."""
+@pytest.mark.parametrize(("wd", "decoupled"), [(0.0, False), (0.3, False), (0.3, True)])
+def test_ode_step_is_the_clipped_gradient_flow(wd, decoupled):
+    """Step 2 (warmup 0, an always-true plateau test) is one ODE solve; two groups at their own rates,
+    compared with scipy's solve_ivp of dθ_g/ds = −lr_g·clip(∇_g L + λθ_g) (L2) or
+    −lr_g·(clip(∇_g L) + λθ_g) (decoupled) on s ∈ [0, ode_t_scale]."""
     x, y = _data()
     net = _net()
-    theta0 = _flat(net)
-    lr, scale = 0.05, 0.5
-    opt = FlowAdam(net.parameters(), lr=lr, warmup=0, switch_sensitivity=10.0, ode_t_scale=scale, ode_tol=1e-10)
+    lrs, scale = (0.05, 0.2), 0.5
+    opt = FlowAdam([{"params": net[0].parameters(), "lr": lrs[0]}, {"params": net[2].parameters(), "lr": lrs[1]}],
+                   warmup=0, switch_sensitivity=10.0, ode_t_scale=scale, ode_tol=1e-10, weight_decay=wd,
+                   decoupled_weight_decay=decoupled)
+    opt.step(_closure(net, opt, x, y))  # the first step is always Adam's
+    assert opt.ode_triggers == 0
+    theta1 = _flat(net)
     opt.step(_closure(net, opt, x, y))
-    assert opt.ode_triggers == 1 and opt.ode_nfe > 0 and opt.grad_evals == 1 + opt.ode_nfe
+    assert opt.ode_triggers == 1 and opt.ode_nfe > 0 and opt.grad_evals == 2 + opt.ode_nfe
 
     ref_net = _net()
     params = list(ref_net.parameters())
     sizes = [p.numel() for p in params]
+    rates = torch.cat([torch.full((p.numel(),), lrs[i // 2], dtype=torch.float64) for i, p in enumerate(params)])
 
     def rhs(t, th):
+        th = torch.as_tensor(th)
         with torch.no_grad():
-            for p, chunk in zip(params, torch.split(torch.as_tensor(th), sizes)):
+            for p, chunk in zip(params, torch.split(th, sizes)):
                 p.copy_(chunk.view_as(p))
         for p in params:
             p.grad = None
         (ref_net(x) - y).square().mean().backward()
-        return (-lr * torch.cat([p.grad.reshape(-1) for p in params]).clamp(-1, 1)).numpy()
+        g = torch.cat([p.grad.reshape(-1) for p in params])
+        if decoupled:
+            d = -rates * (g.clamp(-1, 1) + wd * th)
+        else:
+            d = -rates * (g + wd * th).clamp(-1, 1)
+        return d.numpy()
 
-    sol = scipy.integrate.solve_ivp(rhs, (0.0, scale), theta0.numpy(), method="DOP853", rtol=1e-12, atol=1e-12)
+    sol = scipy.integrate.solve_ivp(rhs, (0.0, scale), theta1.numpy(), method="DOP853", rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(_flat(net).numpy(), sol.y[:, -1], rtol=1e-7, atol=1e-9)
+
+
+def test_trigger_statistics_are_the_exact_norms_in_float32():
+    """n_t = ‖g‖ and c_t = ‖g − g_{t−1}‖ to float32 rounding even when c_t ≪ n_t (no cancellation)."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.nn.Parameter(torch.zeros(10_000))
+    b = torch.nn.Parameter(torch.zeros(300))
+    opt = FlowAdam([w, b], **OFF)
+    base = [torch.randn(10_000, generator=g), torch.randn(300, generator=g)]
+    seen = []
+    orig = opt._statistics
+
+    def spy(grads, prev):
+        exact_c = math.sqrt(sum(float((a.double() - p.double()).square().sum()) for a, p in zip(grads, prev)))
+        exact_n = math.sqrt(sum(float(a.double().square().sum()) for a in grads))
+        n_t, c_t = orig(grads, prev)
+        seen.append((float(n_t), float(c_t), exact_n, exact_c))
+        assert all(torch.equal(p, a) for p, a in zip(prev, grads))  # g_{t−1} ← g afterwards
+        return n_t, c_t
+
+    opt._statistics = spy
+    for k in range(4):
+        def closure(k=k):
+            w.grad = base[0] * (1 + 1e-5 * k)
+            b.grad = base[1] * (1 - 1e-5 * k)
+            return torch.zeros(())
+        opt.step(closure)
+    for n_t, c_t, exact_n, exact_c in seen:
+        assert n_t == pytest.approx(exact_n, rel=1e-6)
+        assert c_t == pytest.approx(exact_c, rel=1e-5)
+    assert seen[2][3] / seen[2][2] < 1e-4  # the regime where ‖g‖² − 2⟨g, g'⟩ + ‖g'‖² would be noise
+
+
+def test_group_hyperparameters_match_torch_adam_groups():
+    x, y = _data()
+    a, b = _net(), _net()
+
+    def groups(net):
+        return [{"params": net[0].parameters(), "lr": 3e-3, "betas": (0.5, 0.9), "eps": 1e-3},
+                {"params": net[2].parameters(), "weight_decay": 0.1}]
+
+    oa = FlowAdam(groups(a), lr=1e-2, **OFF)
+    ob = torch.optim.Adam(groups(b), lr=1e-2)
+    for _ in range(50):
+        oa.step(_closure(a, oa, x, y))
+        ob.step(_closure(b, ob, x, y))
+    assert _rel(_flat(a), _flat(b)) <= 1e-12
+
+
+def test_float32_and_lr_scheduler_match_torch_adam():
+    x, y = _data(torch.float32)
+    a, b = _net(torch.float32), _net(torch.float32)
+    oa, ob = FlowAdam(a.parameters(), lr=1e-2, **OFF), torch.optim.Adam(b.parameters(), lr=1e-2, fused=True)
+    sa = torch.optim.lr_scheduler.CosineAnnealingLR(oa, T_max=30)
+    sb = torch.optim.lr_scheduler.CosineAnnealingLR(ob, T_max=30)
+    for _ in range(30):
+        oa.step(_closure(a, oa, x, y))
+        ob.step(_closure(b, ob, x, y))
+        sa.step()
+        sb.step()
+    assert torch.equal(_flat(a), _flat(b))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_float32_matches_cpu_decisions():
+    x, y = _data(torch.float32)
+    out = {}
+    for dev in ("cpu", "cuda"):
+        net = _net(torch.float32).to(dev)
+        opt = FlowAdam(net.parameters(), lr=1e-2, warmup=2)
+        for _ in range(20):
+            opt.step(_closure(net, opt, x.to(dev), y.to(dev)))
+        out[dev] = (_flat(net).cpu(), opt.ode_triggers, opt.grad_evals)
+    assert out["cpu"][1:] == out["cuda"][1:] and out["cpu"][1] > 0
+    torch.testing.assert_close(out["cpu"][0], out["cuda"][0], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("injection", ["soft", "hard", "none"])
 def test_momentum_injection_formula(injection):
     x, y = _data()
     net = _net()
-    opt = FlowAdam(net.parameters(), lr=0.05, warmup=3, switch_sensitivity=10.0, injection=injection,
+    opt = FlowAdam(net.parameters(), lr=0.05, warmup=2, switch_sensitivity=10.0, injection=injection,
                    momentum_blend_gamma=0.3, momentum_cap=0.5)
-    for _ in range(3):  # Adam steps (warmup)
+    for _ in range(3):  # Adam steps: the ODE may run once more than `warmup` steps have been taken
         opt.step(_closure(net, opt, x, y))
     params = list(net.parameters())
     before = [p.detach().clone() for p in params]
@@ -141,7 +230,7 @@ def test_save_load_resume_through_a_file_is_bitwise(tmp_path):
 def test_no_graph_in_the_state_and_deepcopy():
     x, y = _data()
     net = _net()
-    opt = FlowAdam(net.parameters(), lr=1e-2, warmup=1, switch_sensitivity=10.0)
+    opt = FlowAdam(net.parameters(), lr=1e-2, warmup=0, switch_sensitivity=10.0)
     for _ in range(5):
         opt.step(_closure(net, opt, x, y))
     assert opt.ode_triggers == 4
@@ -170,7 +259,10 @@ def test_group_with_zero_lr_never_moves_and_schedulers_work():
     assert opt.param_groups[1]["lr"] == pytest.approx(1e-2 * 0.25)
 
 
-def test_failed_solve_falls_back_to_adam():
+@pytest.mark.parametrize("bad_call", [3, 6])
+def test_failed_solve_falls_back_to_adam(bad_call):
+    """A NaN gradient at the ODE's first (call 3) or a later (call 6) field evaluation. (An infinite
+    gradient is no failure: the clip bounds the field.)"""
     x, y = _data()
     net = _net()
     opt = FlowAdam(net.parameters(), lr=1e-2, warmup=0, switch_sensitivity=10.0)
@@ -181,20 +273,24 @@ def test_failed_solve_falls_back_to_adam():
         opt.zero_grad()
         loss = (net(x) - y).square().mean()
         loss.backward()
-        if calls["n"] == 2:  # the first field evaluation of the ODE sees a broken gradient
+        if calls["n"] == bad_call:
             for p in net.parameters():
                 p.grad.fill_(float("nan"))
         return loss
 
+    opt.step(closure)  # Adam
     before = _flat(net)
-    opt.step(closure)
-    assert opt.ode_failures == 1
+    opt.step(closure)  # ODE, fails, falls back
+    assert (opt.ode_triggers, opt.ode_failures) == (1, 1)
+    assert opt.ode_nfe >= 1 and opt.grad_evals == 3 + opt.ode_nfe  # the recomputed gradient is counted
     after = _flat(net)
     assert bool(torch.isfinite(after).all()) and not torch.equal(after, before)
-    # the step taken is torch Adam's first step from θ0 with the recomputed gradient
+    assert all(bool(torch.isfinite(v).all()) for st in opt.state.values() for v in st.values())
+    # the steps taken are torch Adam's, the second with the gradient recomputed at the restored θ
     ref = _net()
     ref_opt = torch.optim.Adam(ref.parameters(), lr=1e-2)
-    ref_opt.step(_closure(ref, ref_opt, x, y))
+    for _ in range(2):
+        ref_opt.step(_closure(ref, ref_opt, x, y))
     torch.testing.assert_close(after, _flat(ref), rtol=1e-13, atol=1e-15)
 
 
