@@ -148,10 +148,10 @@ class VRAdam(Optimizer):
         # be copied or pickled, so a copy (or an unpickled optimizer) has none
         super().__setstate__(state)
         self.process_group = state.get("process_group")
+        # groups saved by an older version, or by torch.optim.AdamW, lack some of VRAdam's keys
         for group in self.param_groups:
-            group.setdefault("fused", None)
-            group.setdefault("norm_on", "velocity")
-            group.setdefault("power", 2.0)
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load as ``torch.optim.Optimizer`` does, keeping the stored ‖m‖² in float64.

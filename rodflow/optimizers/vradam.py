@@ -7,16 +7,31 @@ Adam whose global learning rate shrinks when the velocity (the first moment) is 
     \eta(m) = \frac{\eta}{1 + \min(\beta_3 \|m\|^p, \alpha_1)},\qquad
     \theta' = \theta - \frac{\eta(m')}{\sqrt{v'/(1-\beta_2^{s})} + \epsilon}\cdot\frac{m'}{1-\beta_1^{s}}
 
-with ‖·‖ over all parameters and the raw (not bias-corrected) m'. In the zoo's form the step size
-``D(m, v, t) = η(m)/(√v̂ + ε)`` depends on the moment, which the rod flow accounts for (even and
-odd steps of the rod see different ‖m‖). Preconditioner P = (1 − β₁ᵗ)(√v̂ + ε)/η(m_t), i.e.
-Adam's with the current effective learning rate, so the threshold on λ_max(P⁻¹H) is Adam's,
-(2 + 2β₁)/(1 − β₁): with the velocity factor frozen the map is Adam at learning rate η(m). What
-the factor changes is that an oscillation raises ‖m‖ and so lowers η(m), i.e. raises P: VRAdam's
-preconditioned sharpness is pushed back below the threshold by the oscillation itself.
+with ‖·‖ the Euclidean norm over all parameters, the raw (not bias-corrected) m', and s = t + 1
+the number of the step being taken. It comes from the Lagrangian L = ½v² + (β₃/4)v⁴ − V(x),
+whose equation of motion is, in its isotropic form, v̇ = −∇V/(1 + 3β₃‖v‖²): motion is braked
+when it is fast (see :mod:`rodflow.optim.vradam` for the derivation).
 
-Continuous time: the Lagrangian L = ½v² + (β₃/4)v⁴ − V(x) gives the Euler–Lagrange equation
-(1 + 3β₃‖v‖²) v̇ = −∇V(x): heavy motion slows down when it is fast.
+The zoo's pieces (``m' = β₁m + (1 − β₁)g``, ``v' = β₂v + (1 − β₂)g⊙g``, ``θ' = θ − D(m', v', s)·u(m', g, s)``):
+
+* step size ``D(m, v, t) = η(m)/(√v̂ + ε)`` with ``v̂ = v/(1 − β₂ᵗ)``; unlike the other optimizers of
+  the zoo it depends on the moment, so the stable and rod flows (written over these pieces)
+  see η vary along the trajectory, and the two interleaved halves of a rod see different ‖m‖;
+* direction ``u(m, g, t) = m/(1 − β₁ᵗ)``;
+* preconditioner ``P = (1 − β₁ᵗ)(√v̂ + ε)/η(m_t)``, so that a step is ``θ_t − θ_{t−1} = −P⁻¹ m_t``:
+  Adam's preconditioner at the current effective learning rate;
+* no weight decay (the ``torch.optim`` class adds AdamW's decoupled decay).
+
+Threshold. Freeze P, put the bias corrections at 1 and follow one eigenvector of P⁻¹H with
+eigenvalue x (β = β₁). The map is ``m' = βm + (1 − β)λθ``, ``θ' = θ − P⁻¹m'``. A period-two
+orbit has ``m' = −m``, so ``m' = (1 − β)λθ/(1 + β)``, and ``θ' = −θ``, so ``P⁻¹m' = 2θ``: together
+**x = (2 + 2β)/(1 − β)** (38 at β = 0.9), Adam's value. The velocity factor leaves it unchanged:
+along a period-two orbit ‖m‖ is the same at both steps, so η(m) and P are constant on it; and at
+a minimum (m = 0) the factor is 1 with zero derivative for p > 1, so the linearization there is
+Adam's at the base rate. What it changes is P itself: an oscillation raises ‖m‖, which lowers
+η(m) by up to a factor 1 + α₁ and so raises P. An orbit that pushes λ_max(P⁻¹H) above the
+threshold brakes itself, and VRAdam can train where λ_max(H) exceeds Adam's threshold at the base
+rate, (2 + 2β₁)/((1 − β₁)·lr)·(√v̂ + ε), by up to the factor 1 + α₁.
 """
 
 from __future__ import annotations

@@ -13,6 +13,15 @@ import rodflow
 from rodflow import VRAdam
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: a second thread only adds contention on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _net(dtype=torch.float64, seed=0):
     torch.manual_seed(seed)
     return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3)).to(dtype)
@@ -134,44 +143,214 @@ def test_invalid_hyperparameters(kw, name):
         VRAdam(_net().parameters(), **kw)
 
 
-def _worker(rank, world, init_file, mode, out_dir):
+def _worker(rank, world, init_file, out_dir):
     import torch.distributed as dist
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         x, y = _data()
+        # DDP: each rank sees half of the batch; gradients are averaged, so no process group is needed
         net = _net()
-        if mode == "ddp":
-            model = torch.nn.parallel.DistributedDataParallel(net)
-            opt = VRAdam(model.parameters(), lr=1e-2, beta3=5.0, alpha1=10.0)
-            xs, ys = x.chunk(world)[rank], y.chunk(world)[rank]
-            for _ in range(20):
-                opt.zero_grad()
-                (model(xs) - ys).square().mean().backward()
-                opt.step()
-        else:  # sharded: each rank owns half of the parameters, gradients from the full batch
-            params = list(net.parameters())
-            mine = params[rank::world]
-            opt = VRAdam(mine, lr=1e-2, beta3=5.0, alpha1=10.0, process_group=dist.group.WORLD)
-            for _ in range(20):
-                opt.zero_grad()
-                (net(x) - y).square().mean().backward()
-                for p in params:
-                    if all(p is not q for q in mine):
-                        p.grad = None
-                opt.step()
-                for i, p in enumerate(params):  # share the updated shards
-                    dist.broadcast(p.data, src=i % world)
-        torch.save(torch.cat([p.detach().reshape(-1) for p in net.parameters()]), os.path.join(out_dir, f"{rank}.pt"))
+        model = torch.nn.parallel.DistributedDataParallel(net)
+        opt = VRAdam(model.parameters(), lr=1e-2, beta3=5.0, alpha1=10.0)
+        xs, ys = x.chunk(world)[rank], y.chunk(world)[rank]
+        for _ in range(20):
+            opt.zero_grad()
+            (model(xs) - ys).square().mean().backward()
+            opt.step()
+        torch.save(torch.cat([p.detach().reshape(-1) for p in net.parameters()]), os.path.join(out_dir, f"ddp{rank}.pt"))
+        # sharded: each rank owns half of the tensors (full-batch gradients); the norm needs the all-reduce
+        net = _net()
+        params = list(net.parameters())
+        mine = params[rank::world]
+        opt = VRAdam(mine, lr=1e-2, beta3=5.0, alpha1=10.0, process_group=dist.group.WORLD)
+        for _ in range(20):
+            opt.zero_grad()
+            (net(x) - y).square().mean().backward()
+            for p in params:
+                if all(p is not q for q in mine):
+                    p.grad = None
+            opt.step()
+            for i, p in enumerate(params):  # share the updated shards
+                dist.broadcast(p.data, src=i % world)
+        torch.save(torch.cat([p.detach().reshape(-1) for p in params]), os.path.join(out_dir, f"sharded{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("mode", ["ddp", "sharded"])
-def test_distributed_matches_a_single_process(tmp_path, mode):
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), mode, str(tmp_path)), nprocs=2, join=True)
-    r0, r1 = torch.load(tmp_path / "0.pt"), torch.load(tmp_path / "1.pt")
+def test_ddp_and_sharded_training_match_a_single_process(tmp_path):
+    """Two CPU processes on gloo: DDP without a process group, sharded tensors with one."""
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     net = _net()
     single = _train(net, VRAdam(net.parameters(), lr=1e-2, beta3=5.0, alpha1=10.0), 20)
-    assert _rel(r0, single) < 1e-10 and _rel(r1, single) < 1e-10
+    for mode in ("ddp", "sharded"):
+        for rank in (0, 1):
+            assert _rel(torch.load(tmp_path / f"{mode}{rank}.pt"), single) < 1e-10, (mode, rank)
+    # control: the same shards each with its own norm (no all-reduce) train differently
+    net = _net()
+    params = list(net.parameters())
+    shards = [VRAdam(params[r::2], lr=1e-2, beta3=5.0, alpha1=10.0) for r in (0, 1)]
+    alone = _train(net, _Both(shards), 20)
+    assert _rel(alone, single) > 1e-6
+
+
+class _Both:
+    """Step several optimizers as one (each over its own shard)."""
+
+    def __init__(self, opts):
+        self.opts = opts
+
+    def zero_grad(self):
+        for o in self.opts:
+            o.zero_grad()
+
+    def step(self):
+        for o in self.opts:
+            o.step()
+
+
+# ---------------------------------------------------------------- against a plain transcription of the update
+def _reference_run(tensors, loss_fn, masks, groups):
+    """The update of issue 7 written out per group, in float64: ‖m_t‖ over the group's tensors with a gradient."""
+    thetas = [t.clone() for t in tensors]
+    m = [torch.zeros_like(t) for t in thetas]
+    s = [torch.zeros_like(t) for t in thetas]
+    k = [0] * len(thetas)
+    for mask in masks:
+        th = [t.clone().requires_grad_(True) for t in thetas]
+        grads = torch.autograd.grad(loss_fn(th), th)
+        for idx, hp in groups:
+            live = [i for i in idx if mask[i]]
+            b1, b2 = hp["betas"]
+            for i in live:
+                m[i] = b1 * m[i] + (1 - b1) * grads[i]
+                s[i] = b2 * s[i] + (1 - b2) * grads[i] ** 2
+                k[i] += 1
+            src = m if hp["norm_on"] == "velocity" else grads
+            norm = torch.sqrt(sum((src[i] ** 2).sum() for i in live))
+            eta = hp["lr"] / (1 + min(hp["beta3"] * float(norm) ** hp["power"], hp["alpha1"]))
+            for i in live:
+                mh, sh = m[i] / (1 - b1 ** k[i]), s[i] / (1 - b2 ** k[i])
+                thetas[i] = thetas[i] * (1 - eta * hp["weight_decay"]) - eta * mh / (sh.sqrt() + hp["eps"])
+    return thetas
+
+
+def _quartic_loss(ts):
+    a, b, c = ts
+    return ((a @ b - 1.0) ** 2).sum() + 0.3 * (c**4).sum() + (a.sum() * c.sum()) ** 2
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_groups_power_norm_on_and_missing_gradients_match_the_written_update(fused):
+    g = torch.Generator().manual_seed(3)
+    tensors = [torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(3, 2, generator=g, dtype=torch.float64),
+               torch.randn(5, generator=g, dtype=torch.float64)]
+    hp0 = {"lr": 0.02, "betas": (0.8, 0.95), "beta3": 2.0, "alpha1": 3.0, "eps": 1e-6, "weight_decay": 0.1,
+           "power": 1.5, "norm_on": "velocity"}
+    hp1 = {"lr": 0.05, "betas": (0.9, 0.99), "beta3": 0.7, "alpha1": 10.0, "eps": 1e-8, "weight_decay": 0.0,
+           "power": 2.0, "norm_on": "grad"}
+    groups = [([0, 1], hp0), ([2], hp1)]
+    # tensor 1 has no gradient on every third step; its moments and stored norm must wait
+    masks = [(True, k % 3 != 1, True) for k in range(60)]
+    ref = _reference_run(tensors, _quartic_loss, masks, groups)
+    ps = [torch.nn.Parameter(t.clone()) for t in tensors]
+    opt = VRAdam([{"params": [ps[i] for i in idx], **hp} for idx, hp in groups], fused=fused)
+    for mask in masks:
+        opt.zero_grad()
+        _quartic_loss(ps).backward()
+        for p, keep in zip(ps, mask):
+            if not keep:
+                p.grad = None
+        opt.step()
+    for p, r in zip(ps, ref):
+        assert _rel(p.detach(), r) < 1e-12
+
+
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_stored_velocity_norm_tracks_the_first_moment(dtype, tol):
+    a = _net(dtype)
+    opt = VRAdam(a.parameters(), lr=1e-2, beta3=3.0)
+    _train(a, opt, 150, dtype=dtype)
+    for p in a.parameters():
+        st = opt.state[p]
+        assert st["exp_avg_norm_sq"].dtype == torch.float64
+        exact = float(st["exp_avg"].double().square().sum())
+        assert abs(float(st["exp_avg_norm_sq"]) - exact) <= tol * exact
+
+
+def test_float32_resume_is_bitwise_and_keeps_the_norm_in_float64():
+    a = _net(torch.float32)
+    opt = VRAdam(a.parameters(), lr=1e-2, beta3=3.0, weight_decay=0.01)
+    _train(a, opt, 15, dtype=torch.float32)
+    saved_model, saved_opt = copy.deepcopy(a.state_dict()), copy.deepcopy(opt.state_dict())
+    uninterrupted = _train(a, opt, 15, dtype=torch.float32)
+    b = _net(torch.float32, seed=9)
+    b.load_state_dict(saved_model)
+    opt_b = VRAdam(b.parameters())
+    opt_b.load_state_dict(saved_opt)
+    assert all(opt_b.state[p]["exp_avg_norm_sq"].dtype == torch.float64 for p in b.parameters())
+    assert torch.equal(_train(b, opt_b, 15, dtype=torch.float32), uninterrupted)
+
+
+def test_resume_from_an_adamw_checkpoint():
+    """AdamW's state has no stored norm: it is recomputed from exp_avg, and β3 = 0 continues AdamW exactly."""
+    a, b = _net(), _net()
+    oa = torch.optim.AdamW(a.parameters(), lr=1e-2, weight_decay=0.02)
+    ob = torch.optim.AdamW(b.parameters(), lr=1e-2, weight_decay=0.02)
+    _train(a, oa, 10)
+    _train(b, ob, 10)
+    vr = VRAdam(b.parameters(), lr=1e-2, weight_decay=0.02, beta3=0.0)
+    vr.load_state_dict(ob.state_dict())
+    assert _rel(_train(b, vr, 30), _train(a, oa, 30)) < 1e-12
+    for p in b.parameters():
+        exact = float(vr.state[p]["exp_avg"].square().sum())
+        assert abs(float(vr.state[p]["exp_avg_norm_sq"]) - exact) <= 1e-12 * exact
+
+
+def test_tensor_lr_and_closure():
+    a, b = _net(), _net()
+    x, y = _data()
+    oa = VRAdam(a.parameters(), lr=torch.tensor(1e-2, dtype=torch.float64), beta3=2.0)
+    ob = VRAdam(b.parameters(), lr=1e-2, beta3=2.0)
+    for _ in range(10):
+        def closure():
+            oa.zero_grad()
+            loss = (a(x) - y).square().mean()
+            loss.backward()
+            return loss
+        loss = oa.step(closure)
+        assert loss is not None and loss.requires_grad
+    assert _rel(torch.cat([p.detach().reshape(-1) for p in a.parameters()]), _train(b, ob, 10)) < 1e-12
+    with pytest.raises(ValueError, match="lr"):
+        VRAdam(_net().parameters(), lr=torch.tensor([1e-3, 1e-3]))
+
+
+def test_deepcopy_and_pickle_drop_the_process_group():
+    import pickle
+
+    a = _net()
+    opt = VRAdam(a.parameters(), lr=1e-2)
+    _train(a, opt, 3)
+    opt.process_group = object()  # stands for a torch.distributed group, which cannot be copied
+    for clone in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
+        assert clone.process_group is None
+        assert clone.param_groups[0]["lr"] == 1e-2
+        p0, c0 = next(iter(opt.state.values())), next(iter(clone.state.values()))
+        assert torch.equal(p0["exp_avg_norm_sq"], c0["exp_avg_norm_sq"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("fused", [True, False])
+def test_cuda_matches_cpu(fused):
+    a, b = _net(torch.float32), _net(torch.float32).cuda()
+    x, y = _data(torch.float32)
+    oa = VRAdam(a.parameters(), lr=1e-2, beta3=3.0, weight_decay=0.01)
+    ob = VRAdam(b.parameters(), lr=1e-2, beta3=3.0, weight_decay=0.01, fused=fused)
+    for _ in range(20):
+        for net, opt, xx, yy in ((a, oa, x, y), (b, ob, x.cuda(), y.cuda())):
+            opt.zero_grad()
+            (net(xx) - yy).square().mean().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(q.detach().cpu(), p.detach(), rtol=1e-4, atol=1e-6)
