@@ -241,7 +241,9 @@ class VRAdam(Optimizer):
             if self.process_group is not None:
                 dist.all_reduce(sq, op=dist.ReduceOp.SUM, group=self.process_group)
             eta = self.effective_lr(group, sq)
-            lr: float | Tensor = eta.to(dev, params[0].dtype) if steps_on_device else float(eta)
+            # CUDA kernels read a tensor rate as float32; the CPU kernel reads it as a double
+            lr: float | Tensor = (eta.to(dev, torch.float64 if dev.type == "cpu" else torch.float32)
+                                  if steps_on_device else float(eta))
             functional_adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, foreach=not fused, fused=fused,
                             capturable=capturable, decoupled_weight_decay=True, amsgrad=False, beta1=beta1,
                             beta2=beta2, lr=lr, weight_decay=group["weight_decay"], eps=group["eps"],

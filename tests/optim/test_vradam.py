@@ -127,6 +127,16 @@ def test_every_scheduler_drives_lr(name):
     assert oa.param_groups[0]["lr"] == ob.param_groups[0]["lr"]
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_float32_beta3_zero_is_adamw(fused):
+    a, b = _net(torch.float32), _net(torch.float32)
+    ours = _train(a, VRAdam(a.parameters(), lr=1e-2, beta3=0.0, weight_decay=0.05, fused=fused), 100,
+                  dtype=torch.float32)
+    ref = _train(b, torch.optim.AdamW(b.parameters(), lr=1e-2, weight_decay=0.05, fused=fused), 100,
+                 dtype=torch.float32)
+    assert ours.dtype == torch.float32 and _rel(ours, ref) < 1e-6
+
+
 def test_float32_and_finite():
     a = _net(torch.float32)
     out = _train(a, VRAdam(a.parameters(), lr=1e-2), 50, dtype=torch.float32)
