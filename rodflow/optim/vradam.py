@@ -166,7 +166,7 @@ class VRAdam(Optimizer):
             for p, key in zip(group["params"], saved_group["params"]):
                 value = saved.get(key, {}).get(_NORM_KEY)
                 if value is not None:
-                    self.state[p][_NORM_KEY] = value.to(device=p.device, dtype=torch.float64)
+                    self.state[p][_NORM_KEY] = value.to(device=p.device, dtype=torch.float64, copy=True)
 
     @staticmethod
     def effective_lr(group: dict[str, Any], sq_norm: Tensor) -> Tensor:
