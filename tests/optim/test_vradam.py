@@ -113,6 +113,14 @@ SCHEDULERS = {
     "warmup_cosine": lambda o: torch.optim.lr_scheduler.SequentialLR(
         o, [torch.optim.lr_scheduler.LinearLR(o, start_factor=0.1, total_iters=5),
             torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=15)], milestones=[5]),
+    "exponential": lambda o: torch.optim.lr_scheduler.ExponentialLR(o, gamma=0.9),
+    "multistep": lambda o: torch.optim.lr_scheduler.MultiStepLR(o, milestones=[3, 11], gamma=0.3),
+    "polynomial": lambda o: torch.optim.lr_scheduler.PolynomialLR(o, total_iters=15, power=2.0),
+    "warm_restarts": lambda o: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=6),
+    # CyclicLR and OneCycleLR also cycle β1 through the group's "betas"
+    "cyclic": lambda o: torch.optim.lr_scheduler.CyclicLR(o, base_lr=1e-3, max_lr=2e-2, step_size_up=4),
+    "chained": lambda o: torch.optim.lr_scheduler.ChainedScheduler(
+        [torch.optim.lr_scheduler.ExponentialLR(o, gamma=0.95), torch.optim.lr_scheduler.StepLR(o, 7, 0.5)]),
 }
 
 
@@ -125,6 +133,24 @@ def test_every_scheduler_drives_lr(name):
     ref = _train(b, ob, 20, SCHEDULERS[name](ob))
     assert _rel(ours, ref) < 1e-12
     assert oa.param_groups[0]["lr"] == ob.param_groups[0]["lr"]
+
+
+def test_reduce_lr_on_plateau():
+    x, y = _data()
+    out = []
+    for make in (lambda ps: VRAdam(ps, lr=5e-2, beta3=0.0), lambda ps: torch.optim.AdamW(ps, lr=5e-2, weight_decay=0.0)):
+        net = _net()
+        opt = make(net.parameters())
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=1, threshold=0.5)
+        for _ in range(20):
+            opt.zero_grad()
+            loss = (net(x) - y).square().mean()
+            loss.backward()
+            opt.step()
+            sched.step(float(loss.detach()))
+        out.append((torch.cat([p.detach().reshape(-1) for p in net.parameters()]), opt.param_groups[0]["lr"]))
+    assert out[0][1] == out[1][1] < 5e-2
+    assert _rel(out[0][0], out[1][0]) < 1e-12
 
 
 @pytest.mark.parametrize("fused", [True, False])
