@@ -87,9 +87,9 @@ def test_rmse(factors: Sequence[torch.Tensor], data: dict[str, torch.Tensor]) ->
 
 def make_optimizer(variant: str, params: list[torch.nn.Parameter], lr: float, wd: float,
                    **flow_kw: Any) -> torch.optim.Optimizer:
-    """``adam``/``adam_matched`` (torch Adam), ``lion``, ``adabelief`` (pytorch_optimizer) or a
+    """``adam``/``adam_matched``/``adam_fewer`` (torch Adam), ``lion``, ``adabelief`` (pytorch_optimizer) or a
     FlowAdam variant of :data:`FLOWADAM_VARIANTS`; every one with coupled L2 ``wd``."""
-    if variant in ("adam", "adam_matched"):
+    if variant in ("adam", "adam_matched", "adam_fewer"):
         return torch.optim.Adam(params, lr=lr, weight_decay=wd)
     if variant in ("lion", "adabelief"):
         try:
@@ -120,7 +120,7 @@ def train(params: list[torch.nn.Parameter], loss_fn: Callable[[], torch.Tensor],
         if record is not None:
             record(k)
     seconds = time.perf_counter() - t0
-    out = {"final_loss": float(loss), "grad_evals": steps, "triggers": 0, "failures": 0, "seconds": seconds}
+    out = {"final_loss": float(loss.detach() if isinstance(loss, torch.Tensor) else loss), "grad_evals": steps, "triggers": 0, "failures": 0, "seconds": seconds}
     if isinstance(opt, rodflow.FlowAdam):
         out.update(grad_evals=opt.grad_evals, triggers=opt.ode_triggers, failures=opt.ode_failures)
     return out
