@@ -4,9 +4,12 @@ Fashion-MNIST (Debian's ``dataset-fashion-mnist``) stands in for the paper's CIF
 available offline. Protocol after the authors': a small learning-rate sweep per optimizer, linear
 warmup (10 % of the steps) then cosine decay, weight decay 1e-5, 3 seeds; the learning rate is
 chosen on a validation split held out of the training subset, and the test accuracy at that rate is
-reported. Writes ``paper_repro/vradam/results/image_classification.md``. Usage::
+reported. Writes ``paper_repro/vradam/results/image_classification.md`` and
+``figures/vradam_image_classification.png`` (validation accuracy against learning rate, mean ± std
+over seeds, and the test accuracy at the chosen rate). Usage::
 
-    python paper_repro/vradam/image_classification.py [--train 5000] [--epochs 3] [--seeds 0 1 2]
+    python paper_repro/vradam/image_classification.py [--train 5000] [--epochs 3] [--seeds 0 1 2] [--threads 1]
+        [--sweep adamw=1e-3,3e-3,1e-2 vradam=3e-3,1e-2,3e-2]
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 
 import rodflow
 
 ROOT = Path(__file__).resolve().parents[2]
-SWEEP: dict[str, tuple[float, ...]] = {"adamw": (1e-3, 3e-3), "vradam": (1e-3, 3e-3), "sgd_nesterov": (0.03, 0.1),
-                                       "rmsprop": (3e-4, 1e-3)}
+SWEEP: dict[str, tuple[float, ...]] = {"adamw": (1e-3, 3e-3, 1e-2, 3e-2, 0.1), "vradam": (1e-3, 3e-3, 1e-2, 3e-2, 0.1),
+                                       "sgd_nesterov": (0.03, 0.1, 0.3), "rmsprop": (3e-4, 1e-3, 3e-3, 1e-2)}
 
 
 def cnn() -> nn.Module:
@@ -81,29 +85,59 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weight-decay", type=float, default=1e-5)
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     ap.add_argument("--optimizers", nargs="*", default=list(SWEEP), choices=list(SWEEP))
+    ap.add_argument("--sweep", nargs="*", default=[], metavar="NAME=LR,LR",
+                    help="replace an optimizer's learning-rate sweep")
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "paper_repro" / "vradam" / "results" / "image_classification.md")
+    ap.add_argument("--figure", type=Path, default=ROOT / "figures" / "vradam_image_classification.png")
     args = ap.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
+    sweeps = dict(SWEEP)
+    for item in args.sweep:
+        name, _, lrs = item.partition("=")
+        if name not in SWEEP or not lrs:
+            raise ValueError(f"--sweep: expected NAME=LR,LR with NAME in {', '.join(SWEEP)}, got {item!r}")
+        sweeps[name] = tuple(float(v) for v in lrs.split(","))
     x, y = rodflow.problems.fashion_mnist(split="train", n=args.train + 1000, seed=0)
     xt, yt = rodflow.problems.fashion_mnist(split="test", n=args.test, seed=0)
     data = {"x_train": x[:args.train], "y_train": y[:args.train], "x_val": x[args.train:], "y_val": y[args.train:],
             "x_test": xt, "y_test": yt}
     lines = ["| optimizer | lr (chosen on validation) | test accuracy (mean ± std) | validation | sweep (val mean per lr) |",
              "|---|---|---|---|---|"]
-    for name in args.optimizers:
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
+    for i, name in enumerate(args.optimizers):
         results = {lr: [run(name, lr, s, data, args.epochs, args.batch, args.weight_decay) for s in args.seeds]
-                   for lr in SWEEP[name]}
+                   for lr in sweeps[name]}
+        lrs = list(results)
+        vals = [[r["val"] for r in results[lr]] for lr in lrs]
+        ax.errorbar(lrs, [statistics.mean(v) for v in vals],
+                    yerr=[statistics.stdev(v) if len(v) > 1 else 0.0 for v in vals], marker="o", capsize=3,
+                    color=f"C{i}", label=f"{name} (validation)")
         best = max(results, key=lambda lr: statistics.mean(r["val"] for r in results[lr]))
         tests = [r["test"] for r in results[best]]
         spread = f" ± {statistics.stdev(tests):.4f}" if len(tests) > 1 else ""
         sweep = ", ".join(f"{lr:g}: {statistics.mean(r['val'] for r in rs):.4f}" for lr, rs in results.items())
         lines.append(f"| {name} | {best:g} | {statistics.mean(tests):.4f}{spread} | "
                      f"{statistics.mean(r['val'] for r in results[best]):.4f} | {sweep} |")
+        ax.plot([best], [statistics.mean(tests)], marker="*", ms=12, color=f"C{i}", ls="none",
+                label=f"{name} test at chosen lr")
         print(lines[-1], flush=True)
-    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    ax.set_xscale("log")
+    ax.set_xlabel("peak learning rate")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Fashion-MNIST CNN, {args.train} images, {args.epochs} epochs, {len(args.seeds)} seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    args.figure.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.figure, dpi=110)
+    config = {k: str(v.relative_to(ROOT)) if isinstance(v, Path) and v.is_relative_to(ROOT) else
+              (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    config["sweep"] = {k: list(v) for k, v in sweeps.items() if k in args.optimizers}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("# Image classification: Fashion-MNIST (stand-in for CIFAR-10), small CNN\n\n"
-                        + "\n".join(lines) + f"\n\nConfig: `{json.dumps(config)}`\n\nCommand: `python {' '.join(sys.argv)}`\n")
+                        + "\n".join(lines) + f"\n\nConfig: `{json.dumps(config)}`\n\nCommand: "
+                        f"`python paper_repro/vradam/image_classification.py {' '.join(argv or sys.argv[1:])}`\n")
     return 0
 
 
