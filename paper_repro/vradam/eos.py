@@ -51,7 +51,7 @@ def run(spec: rodflow.OptimizerSpec, prob: Any, steps: int, every: int, seed: in
     s = traj.sharpness
     k, own = s["preconditioned_step"], s["preconditioned_sharpness"]  # [n_estimates]
     lr = spec.lr
-    if isinstance(spec, rodflow.optimizers.vradam.VRAdam):
+    if isinstance(spec, rodflow.optimizers.vradam.VRAdam) and traj.m is not None:
         ratio = torch.stack([lr / spec.effective_lr(m) for m in traj.m]).to(own)  # lr/η(m_t), [n_recorded]
         at = {int(t): i for i, t in enumerate(traj.t.tolist())}
         adam_p = own * ratio[[at[int(j)] for j in k]]
