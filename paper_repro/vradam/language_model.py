@@ -3,8 +3,10 @@
 The six Jane Austen novels (Debian's ``r-cran-janeaustenr``, see :func:`rodflow.problems.jane_austen`)
 stand in for WikiText-2, which is not available offline; with ``--text pydoc`` the Python
 documentation topics (stdlib ``pydoc_data``) stand in instead. The last 10 % of the text is held out;
-validation perplexity per character is reported. Warmup + cosine schedule, weight decay 1e-5, 3
-seeds. Writes ``paper_repro/vradam/results/language_model.md``. Usage::
+validation perplexity per character is reported, for each optimizer at each learning rate of a
+small sweep. Warmup + cosine schedule, weight decay 1e-5, 3 seeds. Writes
+``paper_repro/vradam/results/language_model.md`` and ``figures/vradam_language_model.png``
+(validation perplexity against the learning rate, mean ± std over seeds). Usage::
 
     python paper_repro/vradam/language_model.py --austen-root DIR/usr/lib/R/site-library/janeaustenr/data
     python paper_repro/vradam/language_model.py --text pydoc --steps 100
@@ -20,6 +22,7 @@ import sys
 from pathlib import Path
 
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 
 import rodflow
@@ -35,6 +38,7 @@ class CharTransformer(nn.Module):
         layer = nn.TransformerEncoderLayer(d, heads, 4 * d, dropout=0.0, batch_first=True, norm_first=True)
         self.body = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.head = nn.Linear(d, vocab)
+        self.mask: torch.Tensor
         self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(context), persistent=False)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
@@ -85,12 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--context", type=int, default=64)
     ap.add_argument("--eval-batches", type=int, default=20)
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--lrs", type=float, nargs="*", default=[3e-3, 1e-2, 3e-2])
     ap.add_argument("--weight-decay", type=float, default=1e-5)
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "paper_repro" / "vradam" / "results" / "language_model.md")
+    ap.add_argument("--figure", type=Path, default=ROOT / "figures" / "vradam_language_model.png")
     args = ap.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     if args.text == "austen":
         text, label = rodflow.problems.jane_austen(args.austen_root), "Jane Austen (stand-in for WikiText-2)"
     else:
@@ -102,16 +108,34 @@ def main(argv: list[str] | None = None) -> int:
     data = torch.tensor([lookup[c] for c in text], dtype=torch.int64)
     cut = int(0.9 * data.numel())
     lines = ["| optimizer | lr | validation perplexity (mean ± std) | seeds |", "|---|---|---|---|"]
-    for name in ("adamw", "vradam"):
-        ppl = [run(name, args.lr, s, data[:cut], data[cut:], len(chars), args) for s in args.seeds]
-        spread = f" ± {statistics.stdev(ppl):.3f}" if len(ppl) > 1 else ""
-        lines.append(f"| {name} | {args.lr:g} | {statistics.mean(ppl):.3f}{spread} | {len(ppl)} |")
-        print(lines[-1], flush=True)
-    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
+    for i, name in enumerate(("adamw", "vradam")):
+        means, stds = [], []
+        for lr in args.lrs:
+            ppl = [run(name, lr, s, data[:cut], data[cut:], len(chars), args) for s in args.seeds]
+            std = statistics.stdev(ppl) if len(ppl) > 1 else 0.0
+            means.append(statistics.mean(ppl))
+            stds.append(std)
+            spread = f" ± {std:.3f}" if len(ppl) > 1 else ""
+            lines.append(f"| {name} | {lr:g} | {statistics.mean(ppl):.3f}{spread} | {len(ppl)} |")
+            print(lines[-1], flush=True)
+        ax.errorbar(args.lrs, means, yerr=stds, marker="o", capsize=3, color=f"C{i}", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("peak learning rate")
+    ax.set_ylabel("validation perplexity per character")
+    ax.set_title(f"char Transformer, {label.split(' (')[0]}, {args.steps} steps")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    args.figure.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.figure, dpi=110)
+    config = {k: str(v.relative_to(ROOT)) if isinstance(v, Path) and v.is_relative_to(ROOT) else
+              (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     config.update(characters=int(data.numel()), vocabulary=len(chars))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(f"# Character-level Transformer on {label}\n\n" + "\n".join(lines)
-                        + f"\n\nConfig: `{json.dumps(config)}`\n\nCommand: `python {' '.join(sys.argv)}`\n")
+                        + f"\n\nConfig: `{json.dumps(config)}`\n\nCommand: "
+                          f"`python paper_repro/vradam/language_model.py {' '.join(argv or sys.argv[1:])}`\n")
     return 0
 
 
