@@ -102,13 +102,18 @@ def test_ode_step_is_the_clipped_gradient_flow(wd, decoupled):
     np.testing.assert_allclose(_flat(net).numpy(), sol.y[:, -1], rtol=1e-7, atol=1e-9)
 
 
-def test_trigger_statistics_are_the_exact_norms_in_float32():
+@pytest.mark.parametrize("shapes", [[(10_000,), (300,)],  # whole tensors
+                                    [(3, 100_000), (7,)],  # one tensor over several cache slices
+                                    [(8, 16, 3, 3), (64,)]],  # channels_last: not sliceable
+                         ids=["small", "sliced", "channels_last"])
+def test_trigger_statistics_are_the_exact_norms_in_float32(shapes):
     """n_t = ‖g‖ and c_t = ‖g − g_{t−1}‖ to float32 rounding even when c_t ≪ n_t (no cancellation)."""
     g = torch.Generator().manual_seed(0)
-    w = torch.nn.Parameter(torch.zeros(10_000))
-    b = torch.nn.Parameter(torch.zeros(300))
-    opt = FlowAdam([w, b], **OFF)
-    base = [torch.randn(10_000, generator=g), torch.randn(300, generator=g)]
+    params = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]
+    if len(shapes[0]) == 4:
+        params[0] = torch.nn.Parameter(torch.zeros(shapes[0]).to(memory_format=torch.channels_last))
+    opt = FlowAdam(params, **OFF)
+    base = [torch.randn(s, generator=g) for s in shapes]
     seen = []
     orig = opt._statistics
 
@@ -123,8 +128,8 @@ def test_trigger_statistics_are_the_exact_norms_in_float32():
     opt._statistics = spy
     for k in range(4):
         def closure(k=k):
-            w.grad = base[0] * (1 + 1e-5 * k)
-            b.grad = base[1] * (1 - 1e-5 * k)
+            for i, (p, b0) in enumerate(zip(params, base)):
+                p.grad = b0 * (1 + (-1) ** i * 1e-5 * k)
             return torch.zeros(())
         opt.step(closure)
     for n_t, c_t, exact_n, exact_c in seen:
