@@ -60,7 +60,7 @@ from torch.optim.adam import adam as functional_adam
 
 from ..integrate import METHODS, IntegrationError, integrate
 from ..optimizers.spec import check_betas, check_real
-from .reductions import fusable
+from .reductions import dot, fusable, stack64
 
 __all__ = ["INJECTIONS", "PRESETS", "FlowAdam"]
 
@@ -74,11 +74,6 @@ INJECTIONS = ("soft", "hard", "none")
 _CHUNK = 1 << 17
 
 
-def _as_float(x: Tensor) -> Tensor:
-    flat = x.reshape(-1)
-    return flat if flat.dtype in (torch.float32, torch.float64) else flat.float()
-
-
 def _change_statistics(grads: list[Tensor], prev: list[Tensor]) -> tuple[Tensor, Tensor]:
     """``(Σ‖g_i‖², Σ‖g_i − p_i‖²)`` in float64 on the first tensor's device, and ``p_i ← g_i``.
 
@@ -90,31 +85,27 @@ def _change_statistics(grads: list[Tensor], prev: list[Tensor]) -> tuple[Tensor,
     parts_n: list[Tensor] = []
     parts_c: list[Tensor] = []
     for g, p in zip(grads, prev):
-        if not p.is_contiguous():  # e.g. channels_last: no flat view to slice, one pass per operation
+        if not p.is_contiguous() or g.dtype not in (torch.float32, torch.float64):
+            # no flat view to slice (e.g. channels_last), or no BLAS dot: whole-tensor operations
             p.sub_(g)
-            parts_c.append(torch.dot(_as_float(p), _as_float(p)))
-            parts_n.append(torch.dot(_as_float(g), _as_float(g)))
+            parts_c.append(dot(p, p))
+            parts_n.append(dot(g, g))
             p.copy_(g)
             continue
         gf, pf = g.reshape(-1), p.view(-1)
-        step = _CHUNK if g.device.type == "cpu" else max(gf.numel(), 1)
-        for lo in range(0, gf.numel(), step):
-            gc, pc = gf[lo:lo + step], pf[lo:lo + step]
+        if g.device.type == "cpu" and gf.numel() > _CHUNK:
+            pieces = zip(gf.split(_CHUNK), pf.split(_CHUNK))
+        else:
+            pieces = zip((gf,), (pf,))
+        for gc, pc in pieces:
             pc.sub_(gc)  # p ← p − g, the negated change
-            dc, nc = _as_float(pc), _as_float(gc)
-            parts_c.append(torch.dot(dc, dc))
-            parts_n.append(torch.dot(nc, nc))
+            parts_c.append(torch.dot(pc, pc))
+            parts_n.append(torch.dot(gc, gc))
             pc.copy_(gc)
     if not parts_n:
         zero = torch.zeros((), dtype=torch.float64, device=dev)
         return zero, zero.clone()
-    return _sum64(parts_n, dev), _sum64(parts_c, dev)
-
-
-def _sum64(parts: list[Tensor], dev: torch.device) -> Tensor:
-    if all(q.dtype == parts[0].dtype and q.device == dev for q in parts):
-        return torch.stack(parts).to(torch.float64).sum()
-    return torch.stack([q.to(dev, torch.float64) for q in parts]).sum()
+    return stack64(parts_n, dev).sum(), stack64(parts_c, dev).sum()
 
 
 class FlowAdam(Optimizer):

@@ -30,7 +30,7 @@ capped at ``1 + α1``. The discrete map and its flows live in
 Implementation. ``‖m_t‖²`` is formed *before* the update from read-only reductions,
 ``‖m_t‖² = β1²‖m_{t−1}‖² + 2β1(1 − β1)⟨m_{t−1}, g⟩ + (1 − β1)²‖g‖²``, where ``‖m_{t−1}‖²`` is the
 value this identity gave at the previous step (kept per parameter under ``"exp_avg_norm_sq"``, in
-float64), so a step reads g twice (one foreach norm, one dot per tensor) and m once on top of
+float64), so a step reads g twice and m once (two BLAS dot products per tensor) on top of
 AdamW. η_t stays a 0-d tensor on the device and is handed as a tensor learning rate to torch's
 functional AdamW: the fused kernel (``fused=True``, the default where available) or, with
 ``fused=False``, the foreach kernel (on CUDA in its capturable form, which takes a tensor rate; on
@@ -62,22 +62,11 @@ from torch.optim import Optimizer
 from torch.optim.adam import adam as functional_adam
 
 from ..optimizers.spec import check_betas, check_real
+from .reductions import dot, fusable, stack64
 
 __all__ = ["VRAdam"]
 
 _NORM_KEY = "exp_avg_norm_sq"
-
-
-def _fusable(params: list[Tensor]) -> bool:
-    """Whether torch's fused Adam kernel accepts these parameters."""
-    return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-
-
-def _stack64(xs: list[Tensor], device: torch.device | None) -> Tensor:
-    """Stack 0-d tensors into a float64 vector; ``device`` moves them first (a group on several devices)."""
-    if device is not None:
-        xs = [x.to(device) for x in xs]
-    return torch.stack(xs).to(torch.float64)
 
 
 class VRAdam(Optimizer):
@@ -178,12 +167,12 @@ class VRAdam(Optimizer):
 
     @staticmethod
     def _velocity_sq_norms(beta1: float, exp_avgs: list[Tensor], grads: list[Tensor], prev: list[Tensor],
-                           device: torch.device | None) -> Tensor:
+                           device: torch.device) -> Tensor:
         """Per-tensor ``‖β1 m + (1 − β1) g‖²`` [n_tensors] (float64) from ``prev = ‖m‖²``, without forming m_t."""
-        gn = _stack64(list(torch._foreach_norm(grads)), device)  # [n_tensors]
-        mg = _stack64([torch.dot(m.reshape(-1), g.reshape(-1)) for m, g in zip(exp_avgs, grads)], device)
-        mm = _stack64(prev, device)  # [n_tensors]
-        out = (beta1 * beta1) * mm + (2.0 * beta1 * (1.0 - beta1)) * mg + ((1.0 - beta1) ** 2) * gn.square()
+        gg = stack64([dot(g, g) for g in grads], device)  # [n_tensors]
+        mg = stack64([dot(m, g) for m, g in zip(exp_avgs, grads)], device)
+        mm = stack64(prev, device)
+        out = (beta1 * beta1) * mm + (2.0 * beta1 * (1.0 - beta1)) * mg + ((1.0 - beta1) ** 2) * gg
         return out.clamp_min_(0.0)
 
     @torch.no_grad()
@@ -200,7 +189,7 @@ class VRAdam(Optimizer):
             dev = params[0].device
             fused = group["fused"]
             if fused is None:
-                fused = _fusable(params)
+                fused = fusable(params)
             capturable = not fused and dev.type == "cuda"
             steps_on_device = fused or capturable
             velocity = group["norm_on"] == "velocity"
@@ -227,9 +216,8 @@ class VRAdam(Optimizer):
                 exp_avg_sqs.append(state["exp_avg_sq"])
                 steps.append(state["step"])
             beta1, beta2 = group["betas"]
-            move = None if one_device else dev
             if velocity:
-                per_tensor = self._velocity_sq_norms(beta1, exp_avgs, grads, prev, move)  # [n_tensors]
+                per_tensor = self._velocity_sq_norms(beta1, exp_avgs, grads, prev, dev)  # [n_tensors]
                 if one_device:
                     torch._foreach_copy_(prev, list(per_tensor.unbind()))
                 else:
@@ -237,7 +225,7 @@ class VRAdam(Optimizer):
                         x.copy_(y)
                 sq = per_tensor.sum()
             else:
-                sq = _stack64(list(torch._foreach_norm(grads)), move).square().sum()
+                sq = stack64([dot(g, g) for g in grads], dev).sum()
             if self.process_group is not None:
                 dist.all_reduce(sq, op=dist.ReduceOp.SUM, group=self.process_group)
             eta = self.effective_lr(group, sq)
