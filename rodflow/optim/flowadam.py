@@ -33,8 +33,9 @@ Presets: ``mode="B"`` (full batch: switch 0.90, curvature 0.1, ode_t_scale 0.5) 
 (stochastic: 0.40, 3.0, 2.0); explicit arguments override the preset.
 
 Cost of the statistics: the difference ``g_{t−1} − g`` is formed in place in the stored
-``g_{t−1}``, its squared norm and ``‖g‖²`` come from per-tensor dot products, and g is copied
-over it: three passes over the gradients beyond Adam's own, no temporary, no host sync. (The
+``g_{t−1}``, its squared norm and ``‖g‖²`` come from dot products, and g is copied over it; on
+CPU this runs slice by slice (cache-sized), so g and ``g_{t−1}`` are read from memory once, with
+no temporary and no host sync. (The
 cheaper ``‖g‖² − 2⟨g, g_{t−1}⟩ + ‖g_{t−1}‖²`` cancels catastrophically in float32: right after an
 ODE step ``c_t`` is ~1e-6·``n_t``, far below its ~3e-4·``n_t`` resolution.)
 
