@@ -86,26 +86,15 @@ def _change_statistics(grads: list[Tensor], prev: list[Tensor]) -> tuple[Tensor,
     parts_n: list[Tensor] = []
     parts_c: list[Tensor] = []
     for g, p in zip(grads, prev):
-        if not p.is_contiguous() or g.dtype not in (torch.float32, torch.float64):
-            # no flat view to slice (e.g. channels_last), or no BLAS dot: whole-tensor operations
-            p.sub_(g)
-            parts_c.append(dot(p, p))
-            parts_n.append(dot(g, g))
-            p.copy_(g)
-            continue
-        gf, pf = g.reshape(-1), p.view(-1)
-        if g.device.type == "cpu" and gf.numel() > _CHUNK:
-            pieces = zip(gf.split(_CHUNK), pf.split(_CHUNK))
-        else:
-            pieces = zip((gf,), (pf,))
+        if p.is_contiguous() and g.device.type == "cpu" and g.numel() > _CHUNK:
+            pieces = zip(g.reshape(-1).split(_CHUNK), p.view(-1).split(_CHUNK))
+        else:  # one piece: off the CPU, a small tensor, or no flat view of p (e.g. channels_last)
+            pieces = zip((g,), (p,))
         for gc, pc in pieces:
             pc.sub_(gc)  # p ← p − g, the negated change
-            parts_c.append(torch.dot(pc, pc))
-            parts_n.append(torch.dot(gc, gc))
+            parts_c.append(dot(pc, pc))
+            parts_n.append(dot(gc, gc))
             pc.copy_(gc)
-    if not parts_n:
-        zero = torch.zeros((), dtype=torch.float64, device=dev)
-        return zero, zero.clone()
     return stack64(parts_n, dev).sum(), stack64(parts_c, dev).sum()
 
 
