@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -31,6 +31,18 @@ def median_time(fn: Callable[[], object], repeats: int = 30, warmup: int = 5) ->
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def interleaved_medians(steps: Mapping[str, Callable[[], object]], rounds: int, warmup: int = 5) -> dict[str, float]:
+    """Median seconds per call of each function, called once each per round."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for r in range(warmup + rounds):
+        for name, fn in steps.items():
+            t0 = time.perf_counter()
+            fn()
+            if r >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def table(rows: list[tuple[str, ...]], head: tuple[str, ...]) -> str:

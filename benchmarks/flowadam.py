@@ -7,7 +7,7 @@ Part 2: closure calls per trigger and per 1000 steps, and wall time against Adam
 reproduction's 200×300 rank-10 matrix completion (density 0.3, noise 0.1, lr 0.01, mode B) for
 dopri5, rk4 and euler. One run, printed tables::
 
-    python benchmarks/flowadam.py [--steps 1000]
+    python benchmarks/flowadam.py [--steps 1000] [--rounds 100]
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import big_params, median_time, table
+from _timing import big_params, interleaved_medians, table
 
 import rodflow
+from rodflow.optim import native
 
 OFF: dict[str, Any] = {"switch_sensitivity": 0.0, "curvature_sensitivity": math.inf}
 
@@ -34,27 +35,27 @@ def _no_closure() -> None:
     """The gradients are preset: the closure has nothing to compute."""
 
 
-def step_times() -> None:
-    params = big_params()
-    n = sum(p.numel() for p in params)
-    makers: dict[str, Callable[[], torch.optim.Optimizer]] = {
-        "Adam(foreach=True)": lambda: torch.optim.Adam(params, lr=1e-3, foreach=True),
-        "Adam(fused=True)": lambda: torch.optim.Adam(params, lr=1e-3, fused=True),
-        "FlowAdam Adam mode (fused)": lambda: rodflow.FlowAdam(params, lr=1e-3, **OFF),
-        "FlowAdam Adam mode (foreach)": lambda: rodflow.FlowAdam(params, lr=1e-3, fused=False, **OFF),
+def step_times(rounds: int) -> None:
+    """Step times in interleaved rounds (one step of each optimizer per round), each optimizer on its
+    own copy of the parameters, so that a slow stretch of a shared machine hits all alike."""
+    makers: dict[str, Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]] = {
+        "Adam(foreach=True)": lambda ps: torch.optim.Adam(ps, lr=1e-3, foreach=True),
+        "Adam(fused=True)": lambda ps: torch.optim.Adam(ps, lr=1e-3, fused=True),
+        "FlowAdam Adam mode (fused)": lambda ps: rodflow.FlowAdam(ps, lr=1e-3, **OFF),
+        "FlowAdam Adam mode (foreach)": lambda ps: rodflow.FlowAdam(ps, lr=1e-3, fused=False, **OFF),
     }
-    times: dict[str, float] = {}
+    steps: dict[str, Callable[[], object]] = {}
     for name, make in makers.items():
-        opt = make()
-        if isinstance(opt, rodflow.FlowAdam):
-            times[name] = median_time(partial(opt.step, _no_closure))
-        else:
-            times[name] = median_time(opt.step)
-    flow = rodflow.FlowAdam(params, lr=1e-3, **OFF)
-    _, _, grads, prev = flow._prepare()
-    times["trigger statistics alone"] = median_time(partial(flow._statistics, grads, prev))
+        opt = make(big_params())
+        steps[name] = partial(opt.step, _no_closure) if isinstance(opt, rodflow.FlowAdam) else opt.step
+    flow = rodflow.FlowAdam(big_params(), lr=1e-3, **OFF)
+    _, params, grads, prev = flow._prepare()
+    steps["trigger statistics alone"] = partial(flow._statistics, grads, prev)
+    times = interleaved_medians(steps, rounds)
+    n = sum(p.numel() for p in params)
     f, x = times["Adam(foreach=True)"], times["Adam(fused=True)"]
-    print(f"{n:,} parameters in {len(params)} tensors, torch {torch.__version__}, 1 thread")
+    print(f"{n:,} parameters in {len(params)} tensors, torch {torch.__version__}, 1 thread, "
+          f"median of {rounds} interleaved rounds; statistics: {native.status()}")
     print(table([(k, f"{t * 1e3:.2f}", f"{t / f:.2f}", f"{t / x:.2f}") for k, t in times.items()],
                 ("optimizer", "ms/step", "÷ Adam foreach", "÷ Adam fused")))
     print("targets: FlowAdam (Adam mode) ≤ 1.0× Adam(foreach) and ≤ 2.0× Adam(fused)\n")
@@ -90,9 +91,10 @@ def grad_evals(steps: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=100)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    step_times()
+    step_times(args.rounds)
     grad_evals(args.steps)
 
 

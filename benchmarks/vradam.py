@@ -15,18 +15,17 @@ reductions before it (‖g‖ and ⟨m, g⟩ per tensor: 3 more read passes), wh
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import big_params, table
+from _timing import big_params, interleaved_medians, table
 
 import rodflow
+from rodflow.optim import native
 
 FOREACH, FUSED = "AdamW(foreach=True)", "AdamW(fused=True)"
 
@@ -39,18 +38,6 @@ def makers() -> dict[str, Callable[[list[torch.nn.Parameter]], torch.optim.Optim
         "VRAdam(norm_on='grad')": lambda ps: rodflow.VRAdam(ps, lr=1e-3, weight_decay=1e-5, norm_on="grad"),
         "VRAdam(fused=False)": lambda ps: rodflow.VRAdam(ps, lr=1e-3, weight_decay=1e-5, fused=False),
     }
-
-
-def interleaved_medians(steps: Mapping[str, Callable[[], object]], rounds: int, warmup: int = 5) -> dict[str, float]:
-    """Median seconds per call of each function, called once each per round."""
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for r in range(warmup + rounds):
-        for name, fn in steps.items():
-            t0 = time.perf_counter()
-            fn()
-            if r >= warmup:
-                times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -67,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     base_f, base_x = times[FOREACH], times[FUSED]
     rows: list[tuple[str, ...]] = [(name, f"{t * 1e3:.2f}", f"{t / base_f:.2f}", f"{t / base_x:.2f}") for name, t in times.items()]
     print(f"{sum(p.numel() for p in ps):,} parameters in {len(ps)} tensors, torch {torch.__version__}, "
-          f"1 thread, median of {args.rounds} interleaved rounds")
+          f"1 thread, median of {args.rounds} interleaved rounds; reductions: {native.status()}")
     print(table(rows, ("optimizer", "ms/step", "÷ AdamW foreach", "÷ AdamW fused")))
     print("targets: VRAdam ≤ 1.0× AdamW(foreach) and ≤ 1.5× AdamW(fused)")
 

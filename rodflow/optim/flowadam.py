@@ -32,17 +32,17 @@ Singh & Sheel, *FlowAdam*, arXiv 2604.06652 (IJCNN 2026). Each ``step(closure)``
 Presets: ``mode="B"`` (full batch: switch 0.90, curvature 0.1, ode_t_scale 0.5) and ``mode="A"``
 (stochastic: 0.40, 3.0, 2.0); explicit arguments override the preset.
 
-Cost of the statistics: the difference ``g_{t−1} − g`` is formed in place in the stored
-``g_{t−1}``, its squared norm and ``‖g‖²`` come from dot products, and g is copied over it; on
-CPU this runs slice by slice (cache-sized), so g and ``g_{t−1}`` are read from memory once, with
-no temporary and no host sync. (The
-cheaper ``‖g‖² − 2⟨g, g_{t−1}⟩ + ‖g_{t−1}‖²`` cancels catastrophically in float32: right after an
-ODE step ``c_t`` is ~1e-6·``n_t``, far below its ~3e-4·``n_t`` resolution.)
+Cost of the statistics: ``‖g‖²`` and ``‖g − g_{t−1}‖²`` (the difference formed elementwise) are
+summed in float64 while g is copied over the stored ``g_{t−1}``, in one pass over g and
+``g_{t−1}`` (:func:`rodflow.optim.reductions.change_terms`: a C loop on the CPU, torch ops
+elsewhere), with no temporary and no host sync. (The cheaper-looking
+``‖g‖² − 2⟨g, g_{t−1}⟩ + ‖g_{t−1}‖²`` cancels catastrophically in float32: right after an ODE step
+``c_t`` is ~1e-6·``n_t``, far below its ~3e-4·``n_t`` resolution.)
 
 Distributed data parallelism: gradients are all-reduced inside ``backward``, so n_t, c_t, the
 decision and every ODE evaluation are identical on every rank, and each rank makes the same number
-of closure calls. Sharded parameters (FSDP) hold only a shard of g on each rank: the three partial
-sums ``‖g‖²``, ``⟨g, g_{t−1}⟩`` and ``‖g_{t−1}‖²`` would have to be all-reduced (summed) over the
+of closure calls. Sharded parameters (FSDP) hold only a shard of g on each rank: the two partial
+sums ``‖g‖²`` and ``‖g − g_{t−1}‖²`` would have to be all-reduced (summed) over the
 shard group before the test, the injection norms ``‖m‖``, ``‖u‖`` likewise per tensor, and the
 adaptive solver's error norm would have to be global (an all-reduce inside each step's error
 estimate) so that every rank accepts and rejects the same steps.
@@ -61,41 +61,13 @@ from torch.optim.adam import adam as functional_adam
 
 from ..integrate import METHODS, IntegrationError, integrate
 from ..optimizers.spec import check_betas, check_real
-from .reductions import dot, fusable, stack64
+from .reductions import change_terms, fusable
 
 __all__ = ["INJECTIONS", "PRESETS", "FlowAdam"]
 
 #: (switch_sensitivity, curvature_sensitivity, ode_t_scale) by mode.
 PRESETS = {"A": (0.40, 3.0, 2.0), "B": (0.90, 0.1, 0.5)}
 INJECTIONS = ("soft", "hard", "none")
-
-
-#: Elements per slice of the CPU statistics (512 KiB of float32): a slice of g and of g_{t−1} stays in
-#: cache across the four operations on it, so the statistics read g and g_{t−1} from memory once.
-_CHUNK = 1 << 17
-
-
-def _change_statistics(grads: list[Tensor], prev: list[Tensor]) -> tuple[Tensor, Tensor]:
-    """``(Σ‖g_i‖², Σ‖g_i − p_i‖²)`` in float64 on the first tensor's device, and ``p_i ← g_i``.
-
-    The difference is formed elementwise (no cancellation, unlike ``‖g‖² − 2⟨g, p⟩ + ‖p‖²`` in
-    float32) and reduced by BLAS dot products. On CPU each tensor is taken in slices of ``_CHUNK``
-    elements, so each slice is subtracted, reduced twice and overwritten while it is in cache.
-    """
-    dev = grads[0].device
-    parts_n: list[Tensor] = []
-    parts_c: list[Tensor] = []
-    for g, p in zip(grads, prev):
-        if p.is_contiguous() and g.device.type == "cpu" and g.numel() > _CHUNK:
-            pieces = zip(g.reshape(-1).split(_CHUNK), p.view(-1).split(_CHUNK))
-        else:  # one piece: off the CPU, a small tensor, or no flat view of p (e.g. channels_last)
-            pieces = zip((g,), (p,))
-        for gc, pc in pieces:
-            pc.sub_(gc)  # p ← p − g, the negated change
-            parts_c.append(dot(pc, pc))
-            parts_n.append(dot(gc, gc))
-            pc.copy_(gc)
-    return stack64(parts_n, dev).sum(), stack64(parts_c, dev).sum()
 
 
 class FlowAdam(Optimizer):
@@ -279,8 +251,8 @@ class FlowAdam(Optimizer):
     @staticmethod
     def _statistics(grads: list[Tensor], prev: list[Tensor]) -> tuple[Tensor, Tensor]:
         """``n_t = ‖g‖`` and ``c_t = ‖g − g_{t−1}‖`` (float64, 0-d, on the first parameter's device);
-        leaves ``g`` in ``prev`` (see :func:`_change_statistics`)."""
-        n_sq, c_sq = _change_statistics(grads, prev)
+        leaves ``g`` in ``prev`` (see :func:`rodflow.optim.reductions.change_terms`)."""
+        n_sq, c_sq = change_terms(grads, prev, grads[0].device).sum(dim=0).unbind()
         return n_sq.sqrt(), c_sq.sqrt()
 
     # ------------------------------------------------------------------ the step

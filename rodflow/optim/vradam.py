@@ -30,9 +30,10 @@ capped at ``1 + α1``. The discrete map and its flows live in
 Implementation. ``‖m_t‖²`` is formed *before* the update from read-only reductions,
 ``‖m_t‖² = β1²‖m_{t−1}‖² + 2β1(1 − β1)⟨m_{t−1}, g⟩ + (1 − β1)²‖g‖²``, where ``‖m_{t−1}‖²`` is the
 value this identity gave at the previous step (kept per parameter under ``"exp_avg_norm_sq"``, in
-float64), so a step reads g twice and m once (two BLAS dot products per tensor) on top of
-AdamW. η_t stays a 0-d tensor on the device and is handed as a tensor learning rate to torch's
-functional AdamW: the fused kernel (``fused=True``, the default where available) or, with
+float64), so a step reads g and m once more on top of AdamW
+(:func:`rodflow.optim.reductions.velocity_terms`: one C loop per tensor on the CPU, two dot
+products elsewhere). η_t stays a 0-d tensor on the device and is handed as a tensor learning
+rate to torch's functional AdamW: the fused kernel (``fused=True``, the default where available) or, with
 ``fused=False``, the foreach kernel (on CUDA in its capturable form, which takes a tensor rate; on
 CPU as a Python float, which costs no device synchronisation). No step reads a value back to
 the host. If ``exp_avg`` is edited by hand, delete ``"exp_avg_norm_sq"`` from that parameter's state
@@ -62,7 +63,7 @@ from torch.optim import Optimizer
 from torch.optim.adam import adam as functional_adam
 
 from ..optimizers.spec import check_betas, check_real
-from .reductions import dot, fusable, stack64
+from .reductions import fusable, sq_norms, stack64, velocity_terms
 
 __all__ = ["VRAdam"]
 
@@ -169,8 +170,7 @@ class VRAdam(Optimizer):
     def _velocity_sq_norms(beta1: float, exp_avgs: list[Tensor], grads: list[Tensor], prev: list[Tensor],
                            device: torch.device) -> Tensor:
         """Per-tensor ``‖β1 m + (1 − β1) g‖²`` [n_tensors] (float64) from ``prev = ‖m‖²``, without forming m_t."""
-        gg = stack64([dot(g, g) for g in grads], device)  # [n_tensors]
-        mg = stack64([dot(m, g) for m, g in zip(exp_avgs, grads)], device)
+        mg, gg = velocity_terms(exp_avgs, grads, device).unbind(dim=1)  # [n_tensors] each
         mm = stack64(prev, device)
         out = (beta1 * beta1) * mm + (2.0 * beta1 * (1.0 - beta1)) * mg + ((1.0 - beta1) ** 2) * gg
         return out.clamp_min_(0.0)
@@ -225,7 +225,7 @@ class VRAdam(Optimizer):
                         x.copy_(y)
                 sq = per_tensor.sum()
             else:
-                sq = stack64([dot(g, g) for g in grads], dev).sum()
+                sq = sq_norms(grads, dev).sum()
             if self.process_group is not None:
                 dist.all_reduce(sq, op=dist.ReduceOp.SUM, group=self.process_group)
             eta = self.effective_lr(group, sq)

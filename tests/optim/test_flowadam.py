@@ -103,10 +103,10 @@ def test_ode_step_is_the_clipped_gradient_flow(wd, decoupled):
 
 
 @pytest.mark.parametrize("shapes", [[(10_000,), (300,)],  # whole tensors
-                                    [(3, 100_000), (7,)],  # one tensor over several cache slices
+                                    [(3, 100_000), (7,)],  # one tensor over several cache slices (torch ops)
                                     [(8, 16, 3, 3), (64,)]],  # channels_last: not sliceable
                          ids=["small", "sliced", "channels_last"])
-def test_trigger_statistics_are_the_exact_norms_in_float32(shapes):
+def test_trigger_statistics_are_the_exact_norms_in_float32(shapes, reduction_path):
     """n_t = ‖g‖ and c_t = ‖g − g_{t−1}‖ to float32 rounding even when c_t ≪ n_t (no cancellation)."""
     g = torch.Generator().manual_seed(0)
     params = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]

@@ -1,0 +1,120 @@
+"""One-pass CPU reductions in C (``_native.c``), compiled on first use and called through ctypes.
+
+FlowAdam's trigger statistics and VRAdam's velocity norm read every gradient before torch's fused
+Adam kernel runs, so on one CPU thread they cost about as much as the kernel itself when done
+with torch's ops (each op is one more pass over memory, and the BLAS dot product streams at about
+half the kernel's rate). The two loops here read each array once, accumulate in float64 and, for
+FlowAdam, copy g over g_{t−1} in the same pass.
+
+The library is built once per process by the C compiler (``$CC``, else Python's, else ``cc``) with
+``-O3 -march=native`` into a private temporary folder. Where no compiler works, or with
+``RODFLOW_NATIVE=0`` in the environment, :func:`library` returns ``None`` and the callers use
+torch's ops instead (same values up to rounding, slower); :func:`status` says which and why.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shlex
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = ["change", "dot2", "eligible", "library", "status"]
+
+_SOURCE = Path(__file__).with_name("_native.c")
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+
+def _compiler() -> list[str] | None:
+    for cand in (os.environ.get("CC"), sysconfig.get_config_var("CC"), "cc"):
+        if cand:
+            cmd = shlex.split(str(cand))
+            if cmd and shutil.which(cmd[0]):
+                return cmd
+    return None
+
+
+def _build() -> tuple[ctypes.CDLL | None, str]:
+    if os.environ.get("RODFLOW_NATIVE", "1") == "0":
+        return None, "disabled by RODFLOW_NATIVE=0"
+    cc = _compiler()
+    if cc is None:
+        return None, "no C compiler found"
+    folder = tempfile.mkdtemp(prefix="rodflow-native-")
+    out = os.path.join(folder, "librodflow_native.so")
+    errors = []
+    for arch in (["-march=native"], []):
+        cmd = [*cc, "-O3", *arch, "-std=c99", "-shared", "-fPIC", str(_SOURCE), "-o", out]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode == 0:
+            lib = ctypes.CDLL(out)
+            shutil.rmtree(folder, ignore_errors=True)  # the loaded library stays mapped
+            for name in ("rf_dot2_f32", "rf_dot2_f64", "rf_change_f32", "rf_change_f64"):
+                fn = getattr(lib, name)
+                fn.restype = None
+                fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p]
+            return lib, "compiled with " + " ".join(cmd[: len(cc) + 1 + len(arch)])
+        errors.append(proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"])
+    shutil.rmtree(folder, ignore_errors=True)
+    return None, f"compilation failed: {errors[-1][0]}"
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded library, built on the first call of the process; ``None`` where unavailable."""
+    if "lib" not in _state:
+        with _lock:
+            if "lib" not in _state:
+                _state["lib"], _state["why"] = _build()
+    lib = _state["lib"]
+    return lib if isinstance(lib, ctypes.CDLL) else None
+
+
+def status() -> str:
+    """How the reductions run: the compile command, or why torch's ops are used instead."""
+    library()
+    return str(_state["why"])
+
+
+def eligible(tensors: list[Tensor]) -> bool:
+    """Whether the C loops can read (and write) these tensors in place: contiguous CPU tensors of
+    one dtype, float32 or float64, and the library built."""
+    if not tensors:
+        return False
+    dtype = tensors[0].dtype
+    if dtype not in _SUFFIX:
+        return False
+    ok = all(t.is_cpu and t.dtype == dtype and t.is_contiguous() and not t.is_neg() for t in tensors)
+    return ok and library() is not None
+
+
+def _run(name: str, firsts: list[Tensor], seconds: list[Tensor]) -> Tensor:
+    lib = library()
+    assert lib is not None
+    fn = getattr(lib, name + _SUFFIX[firsts[0].dtype])
+    out = torch.empty(len(firsts), 2, dtype=torch.float64)
+    ptr = out.data_ptr()
+    for i, (a, b) in enumerate(zip(firsts, seconds)):
+        fn(a.data_ptr(), b.data_ptr(), a.numel(), ptr + 16 * i)
+    return out
+
+
+def dot2(a: list[Tensor], b: list[Tensor]) -> Tensor:
+    """``[⟨a_i, b_i⟩, ‖b_i‖²]`` per pair, shape ``[n, 2]``, float64 on the CPU (one pass over a_i, b_i).
+    Requires :func:`eligible` ``(a + b)`` and equal sizes."""
+    return _run("rf_dot2_", a, b)
+
+
+def change(g: list[Tensor], p: list[Tensor]) -> Tensor:
+    """``[‖g_i‖², ‖p_i − g_i‖²]`` per pair, shape ``[n, 2]``, float64 on the CPU, then ``p_i ← g_i``
+    (one pass). Requires :func:`eligible` ``(g + p)`` and equal sizes."""
+    return _run("rf_change_", g, p)
