@@ -230,7 +230,8 @@ class FlowAdam(Optimizer):
 
     def _adam(self, group: dict[str, Any]) -> None:
         """torch's functional Adam on the group's parameters that have a gradient."""
-        params = [p for p in group["params"] if p.requires_grad and p.grad is not None]
+        # last parameter first: the statistics read the gradients in order, so the last ones may still be in cache
+        params = [p for p in group["params"] if p.requires_grad and p.grad is not None][::-1]
         if not params:
             return
         fused = group["fused"]

@@ -232,7 +232,9 @@ class VRAdam(Optimizer):
             # CUDA kernels read a tensor rate as float32; the CPU kernel reads it as a double
             lr: float | Tensor = (eta.to(dev, torch.float64 if dev.type == "cpu" else torch.float32)
                                   if steps_on_device else float(eta))
-            functional_adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, foreach=not fused, fused=fused,
+            # the kernel takes the tensors last-reduced first, while their m and g may still be in cache
+            functional_adam(params[::-1], grads[::-1], exp_avgs[::-1], exp_avg_sqs[::-1], [], steps[::-1],
+                            foreach=not fused, fused=fused,
                             capturable=capturable, decoupled_weight_decay=True, amsgrad=False, beta1=beta1,
                             beta2=beta2, lr=lr, weight_decay=group["weight_decay"], eps=group["eps"],
                             maximize=False)

@@ -7,7 +7,7 @@ import torch
 
 from rodflow.optim import native
 
-SIZES = [0, 1, 15, 16, 17, 1000, 300_001]  # around the C loop's 16 lanes, and a long tail
+SIZES = [0, 1, 7, 31, 32, 33, 1000, 300_001]  # around the C loop's 4 segments × 8 lanes, and long tails
 
 
 def _pairs(dtype, sizes=SIZES, seed=0):
