@@ -93,7 +93,7 @@ def eligible(tensors: list[Tensor]) -> bool:
     dtype = tensors[0].dtype
     if dtype not in _SUFFIX:
         return False
-    ok = all(t.is_cpu and t.dtype == dtype and t.is_contiguous() and not t.is_neg() for t in tensors)
+    ok = all(t.is_cpu and t.dtype == dtype and t.is_contiguous() for t in tensors)  # (real dtypes: no conj/neg views)
     return ok and library() is not None
 
 

@@ -78,4 +78,4 @@ def change_terms(gs: list[Tensor], ps: list[Tensor], device: torch.device) -> Te
 
 def fusable(params: list[Tensor]) -> bool:
     """Whether torch's fused Adam kernels accept these parameters."""
-    return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return all(p.is_floating_point() and (p.is_cpu or p.is_cuda) for p in params)

@@ -168,12 +168,12 @@ class VRAdam(Optimizer):
 
     @staticmethod
     def _velocity_sq_norms(beta1: float, exp_avgs: list[Tensor], grads: list[Tensor], prev: list[Tensor],
-                           device: torch.device) -> Tensor:
+                           device: torch.device, one_device: bool) -> Tensor:
         """Per-tensor ``‖β1 m + (1 − β1) g‖²`` [n_tensors] (float64) from ``prev = ‖m‖²``, without forming m_t."""
-        mg, gg = velocity_terms(exp_avgs, grads, device).unbind(dim=1)  # [n_tensors] each
-        mm = stack64(prev, device)
-        out = (beta1 * beta1) * mm + (2.0 * beta1 * (1.0 - beta1)) * mg + ((1.0 - beta1) ** 2) * gg
-        return out.clamp_min_(0.0)
+        terms = velocity_terms(exp_avgs, grads, device)  # [n_tensors, 2]: ⟨m, g⟩, ‖g‖²
+        mm = torch.stack(prev) if one_device else stack64(prev, device)  # prev: float64, on its parameter's device
+        coef = torch.tensor([2.0 * beta1 * (1.0 - beta1), (1.0 - beta1) ** 2], dtype=torch.float64, device=device)
+        return torch.addmv(mm, terms, coef, beta=beta1 * beta1).clamp_min_(0.0)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
@@ -217,7 +217,7 @@ class VRAdam(Optimizer):
                 steps.append(state["step"])
             beta1, beta2 = group["betas"]
             if velocity:
-                per_tensor = self._velocity_sq_norms(beta1, exp_avgs, grads, prev, dev)  # [n_tensors]
+                per_tensor = self._velocity_sq_norms(beta1, exp_avgs, grads, prev, dev, one_device)  # [n_tensors]
                 if one_device:
                     torch._foreach_copy_(prev, list(per_tensor.unbind()))
                 else:
