@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping
 
 import torch
 
+from rodflow.optim import native
+
 
 def big_params(n_tensors: int = 20, width: int = 550, seed: int = 0) -> list[torch.nn.Parameter]:
     """About 3 million parameters in ``n_tensors`` tensors (weights and biases of square layers)."""
@@ -43,6 +45,15 @@ def interleaved_medians(steps: Mapping[str, Callable[[], object]], rounds: int, 
             if r >= warmup:
                 times[name].append(time.perf_counter() - t0)
     return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def without_c(step: Callable[[], object]) -> Callable[[], object]:
+    """``step`` with the statistics and norms in torch's ops, as on a machine without a C compiler."""
+    def run() -> object:
+        with native.disabled():
+            return step()
+
+    return run
 
 
 def table(rows: list[tuple[str, ...]], head: tuple[str, ...]) -> str:

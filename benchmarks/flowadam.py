@@ -23,12 +23,13 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import big_params, interleaved_medians, table
+from _timing import big_params, interleaved_medians, table, without_c
 
 import rodflow
 from rodflow.optim import native
 
 OFF: dict[str, Any] = {"switch_sensitivity": 0.0, "curvature_sensitivity": math.inf}
+TORCH_OPS = "FlowAdam Adam mode, statistics in torch ops (no C)"
 
 
 def _no_closure() -> None:
@@ -43,11 +44,13 @@ def step_times(rounds: int) -> None:
         "Adam(fused=True)": lambda ps: torch.optim.Adam(ps, lr=1e-3, fused=True),
         "FlowAdam Adam mode (fused)": lambda ps: rodflow.FlowAdam(ps, lr=1e-3, **OFF),
         "FlowAdam Adam mode (foreach)": lambda ps: rodflow.FlowAdam(ps, lr=1e-3, fused=False, **OFF),
+        TORCH_OPS: lambda ps: rodflow.FlowAdam(ps, lr=1e-3, **OFF),
     }
     steps: dict[str, Callable[[], object]] = {}
     for name, make in makers.items():
         opt = make(big_params())
         steps[name] = partial(opt.step, _no_closure) if isinstance(opt, rodflow.FlowAdam) else opt.step
+    steps[TORCH_OPS] = without_c(steps[TORCH_OPS])
     flow = rodflow.FlowAdam(big_params(), lr=1e-3, **OFF)
     _, params, grads, prev = flow._prepare()
     steps["trigger statistics alone"] = partial(flow._statistics, grads, prev)

@@ -22,17 +22,20 @@ import subprocess
 import sysconfig
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-__all__ = ["change", "dot2", "eligible", "library", "status"]
+__all__ = ["change", "disabled", "dot2", "eligible", "library", "status"]
 
 _SOURCE = Path(__file__).with_name("_native.c")
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _lock = threading.Lock()
 _state: dict[str, object] = {}
+_off = [False]
 
 
 def _compiler() -> list[str] | None:
@@ -57,7 +60,11 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
         cmd = [*cc, "-O3", *arch, "-std=c99", "-shared", "-fPIC", str(_SOURCE), "-o", out]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode == 0:
-            lib = ctypes.CDLL(out)
+            try:
+                lib = ctypes.CDLL(out)
+            except OSError as exc:  # e.g. a temporary folder mounted noexec
+                shutil.rmtree(folder, ignore_errors=True)
+                return None, f"loading failed: {exc}"
             shutil.rmtree(folder, ignore_errors=True)  # the loaded library stays mapped
             for name in ("rf_dot2_f32", "rf_dot2_f64", "rf_change_f32", "rf_change_f64"):
                 fn = getattr(lib, name)
@@ -70,13 +77,27 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
 
 
 def library() -> ctypes.CDLL | None:
-    """The loaded library, built on the first call of the process; ``None`` where unavailable."""
+    """The loaded library, built on the first call of the process; ``None`` where unavailable
+    (or inside :func:`disabled`)."""
+    if _off[0]:
+        return None
     if "lib" not in _state:
         with _lock:
             if "lib" not in _state:
                 _state["lib"], _state["why"] = _build()
     lib = _state["lib"]
     return lib if isinstance(lib, ctypes.CDLL) else None
+
+
+@contextmanager
+def disabled() -> Iterator[None]:
+    """Within the block the reductions use torch's ops, as without a C compiler (for comparisons)."""
+    before = _off[0]
+    _off[0] = True
+    try:
+        yield
+    finally:
+        _off[0] = before
 
 
 def status() -> str:
