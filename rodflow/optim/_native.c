@@ -12,6 +12,15 @@
 #define S 4
 #define W 8
 
+/* tail + the S × W partial sums */
+static double rf_total(double tail, const double part[S][W])
+{
+    for (int s = 0; s < S; ++s)
+        for (int j = 0; j < W; ++j)
+            tail += part[s][j];
+    return tail;
+}
+
 #define RF_DEFINE(T, SUFFIX)                                                                      \
     void rf_dot2_##SUFFIX(const T *restrict a, const T *restrict b, long n, double *restrict out)  \
     {                                                                                             \
@@ -30,13 +39,8 @@
             sab += (double)a[k] * y;                                                              \
             sbb += y * y;                                                                         \
         }                                                                                         \
-        for (int s = 0; s < S; ++s)                                                               \
-            for (int j = 0; j < W; ++j) {                                                         \
-                sab += ab[s][j];                                                                  \
-                sbb += bb[s][j];                                                                  \
-            }                                                                                     \
-        out[0] = sab;                                                                             \
-        out[1] = sbb;                                                                             \
+        out[0] = rf_total(sab, ab);                                                               \
+        out[1] = rf_total(sbb, bb);                                                               \
     }                                                                                             \
                                                                                                   \
     void rf_change_##SUFFIX(const T *restrict g, T *restrict p, long n, double *restrict out)     \
@@ -60,13 +64,8 @@
             sdd += d * d;                                                                         \
             p[k] = x;                                                                             \
         }                                                                                         \
-        for (int s = 0; s < S; ++s)                                                               \
-            for (int j = 0; j < W; ++j) {                                                         \
-                sgg += gg[s][j];                                                                  \
-                sdd += dd[s][j];                                                                  \
-            }                                                                                     \
-        out[0] = sgg;                                                                             \
-        out[1] = sdd;                                                                             \
+        out[0] = rf_total(sgg, gg);                                                               \
+        out[1] = rf_total(sdd, dd);                                                               \
     }
 
 RF_DEFINE(float, f32)
