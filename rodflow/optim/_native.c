@@ -6,9 +6,12 @@
  * Each array is read once and the sums are accumulated in double precision. One core streams
  * memory faster from several places at once than from one, so the arrays are walked as S
  * segments side by side, each with W independent partial sums (which also keeps the loop from
- * waiting on the latency of a single running sum). The difference p - g is formed in the arrays'
+ * waiting on the latency of a single running sum). The *_many forms take a whole parameter list
+ * in one call. The difference p - g is formed in the arrays'
  * own precision (as torch's sub would), then squared and summed in double.
  */
+#include <stdint.h>
+
 #define S 4
 #define W 8
 
@@ -70,3 +73,18 @@ static double rf_total(double tail, const double part[S][W])
 
 RF_DEFINE(float, f32)
 RF_DEFINE(double, f64)
+
+/* The same over `count` pairs in one call: args holds (address of the first array, address of the
+ * second, length) per pair, out receives two sums per pair. */
+#define RF_MANY(NAME)                                                                             \
+    void NAME##_many(const long long *args, long count, double *out)                              \
+    {                                                                                             \
+        for (long c = 0; c < count; ++c)                                                          \
+            NAME((void *)(intptr_t)args[3 * c], (void *)(intptr_t)args[3 * c + 1],               \
+                 (long)args[3 * c + 2], out + 2 * c);                                             \
+    }
+
+RF_MANY(rf_dot2_f32)
+RF_MANY(rf_dot2_f64)
+RF_MANY(rf_change_f32)
+RF_MANY(rf_change_f64)

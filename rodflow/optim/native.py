@@ -14,6 +14,7 @@ torch's ops instead (same values up to rounding, slower); :func:`status` says wh
 
 from __future__ import annotations
 
+import array
 import ctypes
 import os
 import shlex
@@ -67,9 +68,9 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
                 return None, f"loading failed: {exc}"
             shutil.rmtree(folder, ignore_errors=True)  # the loaded library stays mapped
             for name in ("rf_dot2_f32", "rf_dot2_f64", "rf_change_f32", "rf_change_f64"):
-                fn = getattr(lib, name)
+                fn = getattr(lib, name + "_many")
                 fn.restype = None
-                fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p]
+                fn.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p]
             return lib, "compiled with " + " ".join(cmd[: len(cc) + 1 + len(arch)])
         errors.append(proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"])
     shutil.rmtree(folder, ignore_errors=True)
@@ -121,11 +122,12 @@ def eligible(tensors: list[Tensor]) -> bool:
 def _run(name: str, firsts: list[Tensor], seconds: list[Tensor]) -> Tensor:
     lib = library()
     assert lib is not None
-    fn = getattr(lib, name + _SUFFIX[firsts[0].dtype])
+    fn = getattr(lib, name + _SUFFIX[firsts[0].dtype] + "_many")
+    args = array.array("q")
+    for a, b in zip(firsts, seconds):
+        args.extend((a.data_ptr(), b.data_ptr(), a.numel()))
     out = torch.empty(len(firsts), 2, dtype=torch.float64)
-    ptr = out.data_ptr()
-    for i, (a, b) in enumerate(zip(firsts, seconds)):
-        fn(a.data_ptr(), b.data_ptr(), a.numel(), ptr + 16 * i)
+    fn(args.buffer_info()[0], len(firsts), out.data_ptr())
     return out
 
 
