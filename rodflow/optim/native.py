@@ -59,7 +59,11 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
     errors = []
     for arch in (["-march=native"], []):
         cmd = [*cc, "-O3", *arch, "-std=c99", "-shared", "-fPIC", str(_SOURCE), "-o", out]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            return None, f"compilation failed: {exc}"
         if proc.returncode == 0:
             try:
                 lib = ctypes.CDLL(out)
