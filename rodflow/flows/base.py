@@ -168,6 +168,13 @@ class Flow(ABC):
                              f"around step {step}")
         return k, 0 if k == 0 else k - 1
 
+    def _with_v(self, trajectory: Trajectory, k: int, out: list[Tensor]) -> Y:
+        """``out`` plus ``N = v_k`` where the flow carries v, as a tuple of copies."""
+        if "N" in self.names:
+            assert trajectory.v is not None
+            out.append(trajectory.v[k])
+        return tuple(x.clone() for x in out)
+
     # ------------------------------------------------------------------ solving
     def solve(
         self,

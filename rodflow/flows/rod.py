@@ -158,10 +158,7 @@ class RodFlow(Flow):
                 assert trajectory.m is not None
                 m, dm = _three_point(trajectory.m, k, 0)
                 out += [m, sign * dm]
-        if "N" in self.names:
-            assert trajectory.v is not None
-            out.append(trajectory.v[k])
-        return tuple(x.clone() for x in out)
+        return self._with_v(trajectory, k, out)
 
     def predict(self, step: Tensor, ys: Y) -> dict[str, Tensor | None]:
         x = dict(zip(self.names, ys))

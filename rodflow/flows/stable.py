@@ -69,10 +69,7 @@ class StableFlow(Flow):
         if "M" in self.names:
             assert trajectory.m is not None
             out.append(pick(trajectory.m))
-        if "N" in self.names:
-            assert trajectory.v is not None
-            out.append(trajectory.v[k])
-        return tuple(x.clone() for x in out)
+        return self._with_v(trajectory, k, out)
 
     def predict(self, step: Tensor, ys: Y) -> dict[str, Tensor | None]:
         x = dict(zip(self.names, ys))
