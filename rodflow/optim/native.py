@@ -123,25 +123,33 @@ def eligible(tensors: list[Tensor]) -> bool:
     return ok and library() is not None
 
 
-def _run(name: str, firsts: list[Tensor], seconds: list[Tensor]) -> Tensor:
+def _run(name: str, firsts: list[Tensor], seconds: list[Tensor]) -> Tensor | None:
+    """The C loop ``name`` over the pairs, or ``None`` where any pair is not :func:`eligible` (checked
+    in the same pass that gathers the addresses, before anything is written)."""
     lib = library()
-    assert lib is not None
-    fn = getattr(lib, name + _SUFFIX[firsts[0].dtype] + "_many")
+    if lib is None or not firsts:
+        return None
+    dtype = firsts[0].dtype
+    if dtype not in _SUFFIX:
+        return None
     args = array.array("q")
     for a, b in zip(firsts, seconds):
+        if not (a.is_cpu and b.is_cpu and a.dtype == dtype and b.dtype == dtype and a.is_contiguous()
+                and b.is_contiguous()):
+            return None
         args.extend((a.data_ptr(), b.data_ptr(), a.numel()))
     out = torch.empty(len(firsts), 2, dtype=torch.float64)
-    fn(args.buffer_info()[0], len(firsts), out.data_ptr())
+    getattr(lib, name + _SUFFIX[dtype] + "_many")(args.buffer_info()[0], len(firsts), out.data_ptr())
     return out
 
 
-def dot2(a: list[Tensor], b: list[Tensor]) -> Tensor:
-    """``[⟨a_i, b_i⟩, ‖b_i‖²]`` per pair, shape ``[n, 2]``, float64 on the CPU (one pass over a_i, b_i).
-    Requires :func:`eligible` ``(a + b)`` and equal sizes."""
+def dot2(a: list[Tensor], b: list[Tensor]) -> Tensor | None:
+    """``[⟨a_i, b_i⟩, ‖b_i‖²]`` per pair, shape ``[n, 2]``, float64 on the CPU (one pass over a_i, b_i);
+    ``None`` unless :func:`eligible` ``(a + b)``. Pairs have equal sizes."""
     return _run("rf_dot2_", a, b)
 
 
-def change(g: list[Tensor], p: list[Tensor]) -> Tensor:
+def change(g: list[Tensor], p: list[Tensor]) -> Tensor | None:
     """``[‖g_i‖², ‖p_i − g_i‖²]`` per pair, shape ``[n, 2]``, float64 on the CPU, then ``p_i ← g_i``
-    (one pass). Requires :func:`eligible` ``(g + p)`` and equal sizes."""
+    (one pass); ``None`` (and nothing written) unless :func:`eligible` ``(g + p)``. Pairs have equal sizes."""
     return _run("rf_change_", g, p)

@@ -37,8 +37,9 @@ def stack64(parts: list[Tensor], device: torch.device) -> Tensor:
 
 def velocity_terms(ms: list[Tensor], gs: list[Tensor], device: torch.device) -> Tensor:
     """``[⟨m_i, g_i⟩, ‖g_i‖²]`` per tensor, shape ``[n, 2]``, float64 on ``device``."""
-    if native.eligible(ms + gs):
-        return native.dot2(ms, gs)
+    out = native.dot2(ms, gs)
+    if out is not None:
+        return out
     mg = stack64([dot(m, g) for m, g in zip(ms, gs)], device)
     gg = stack64([dot(g, g) for g in gs], device)
     return torch.stack([mg, gg], dim=1)
@@ -46,8 +47,9 @@ def velocity_terms(ms: list[Tensor], gs: list[Tensor], device: torch.device) -> 
 
 def sq_norms(gs: list[Tensor], device: torch.device) -> Tensor:
     """``‖g_i‖²`` per tensor, shape ``[n]``, float64 on ``device``."""
-    if native.eligible(gs):
-        return native.dot2(gs, gs)[:, 1]
+    out = native.dot2(gs, gs)
+    if out is not None:
+        return out[:, 1]
     return stack64([dot(g, g) for g in gs], device)
 
 
@@ -58,8 +60,9 @@ def change_terms(gs: list[Tensor], ps: list[Tensor], device: torch.device) -> Te
     float32). Without the C loop, a CPU tensor is taken in slices of ``_CHUNK`` elements, each
     subtracted, reduced twice and overwritten while it is in cache.
     """
-    if native.eligible(gs + ps):
-        return native.change(gs, ps)
+    out = native.change(gs, ps)
+    if out is not None:
+        return out
     rows = []
     for g, p in zip(gs, ps):
         if p.is_contiguous() and g.device.type == "cpu" and g.numel() > _CHUNK:

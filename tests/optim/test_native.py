@@ -22,7 +22,7 @@ def test_dot2_is_the_float64_sum(dtype):
     a, b = _pairs(dtype)
     assert native.eligible(a + b)
     out = native.dot2(a, b)
-    assert out.shape == (len(a), 2) and out.dtype == torch.float64
+    assert out is not None and out.shape == (len(a), 2) and out.dtype == torch.float64
     for (ab, bb), x, y in zip(out.tolist(), a, b):
         x, y = x.double(), y.double()  # products of float32 values are exact in float64
         assert ab == pytest.approx(float(x @ y), rel=1e-12, abs=1e-300)
@@ -35,6 +35,7 @@ def test_change_sums_and_copies(dtype):
     p = [q * 1e3 for q in p]
     diff = [(q - x).double() for q, x in zip(p, g)]  # the difference rounded to dtype, as the loop forms it
     out = native.change(g, p)
+    assert out is not None
     for (gg, dd), x, d in zip(out.tolist(), g, diff):
         assert gg == pytest.approx(float(x.double() @ x.double()), rel=1e-12, abs=1e-300)
         assert dd == pytest.approx(float(d @ d), rel=1e-12, abs=1e-300)
@@ -49,6 +50,18 @@ def test_eligible_only_for_contiguous_cpu_float_tensors_of_one_dtype():
     assert not native.eligible([x, x.double()])  # mixed dtypes
     assert not native.eligible([x.half()])
     assert not native.eligible([torch.zeros(3, dtype=torch.int64)])
+
+
+def test_ineligible_pairs_give_none_and_write_nothing():
+    g = [torch.ones(8), torch.ones(3, 4)]
+    p = [torch.zeros(8), torch.zeros(4, 3).t()]  # the second is not contiguous
+    assert native.change(g, p) is None
+    assert all(float(q.abs().sum()) == 0.0 for q in p)
+    assert native.dot2(g, [x.double() for x in g]) is None
+    assert native.dot2([], []) is None
+    with native.disabled():
+        assert native.dot2(g, g) is None
+    assert native.dot2(g, g) is not None
 
 
 def test_status_and_the_ways_a_build_is_declined(monkeypatch):
