@@ -32,7 +32,6 @@ FOREACH, FUSED = "AdamW(foreach=True)", "AdamW(fused=True)"
 TORCH_OPS = "VRAdam, reductions in torch ops (no C)"
 
 
-
 def makers() -> dict[str, Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]]:
     return {
         FOREACH: lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=1e-5, foreach=True),

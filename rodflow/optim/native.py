@@ -114,13 +114,12 @@ def status() -> str:
 def eligible(tensors: list[Tensor]) -> bool:
     """Whether the C loops can read (and write) these tensors in place: contiguous CPU tensors of
     one dtype, float32 or float64, and the library built."""
-    if not tensors:
-        return False
-    dtype = tensors[0].dtype
-    if dtype not in _SUFFIX:
-        return False
-    ok = all(t.is_cpu and t.dtype == dtype and t.is_contiguous() for t in tensors)  # (real dtypes: no conj/neg views)
-    return ok and library() is not None
+    return bool(tensors) and all(_fits(t, tensors[0].dtype) for t in tensors) and library() is not None
+
+
+def _fits(t: Tensor, dtype: torch.dtype) -> bool:
+    """A contiguous CPU tensor of ``dtype``, float32 or float64 (real dtypes: no conj/neg views)."""
+    return t.is_cpu and t.dtype == dtype and dtype in _SUFFIX and t.is_contiguous()
 
 
 def _run(name: str, firsts: list[Tensor], seconds: list[Tensor]) -> Tensor | None:
@@ -130,12 +129,9 @@ def _run(name: str, firsts: list[Tensor], seconds: list[Tensor]) -> Tensor | Non
     if lib is None or not firsts:
         return None
     dtype = firsts[0].dtype
-    if dtype not in _SUFFIX:
-        return None
     args = array.array("q")
     for a, b in zip(firsts, seconds):
-        if not (a.is_cpu and b.is_cpu and a.dtype == dtype and b.dtype == dtype and a.is_contiguous()
-                and b.is_contiguous()):
+        if not (_fits(a, dtype) and _fits(b, dtype)):
             return None
         args.extend((a.data_ptr(), b.data_ptr(), a.numel()))
     out = torch.empty(len(firsts), 2, dtype=torch.float64)
