@@ -321,20 +321,30 @@ def test_presets_and_overrides():
     assert (b.switch_sensitivity, b.curvature_sensitivity, b.ode_t_scale) == (0.90, 0.1, 1.0)
 
 
+def _ddp_phase(rank, world, out_dir):
+    x, y = _data()
+    model = torch.nn.parallel.DistributedDataParallel(_net())
+    opt = FlowAdam(model.parameters(), lr=1e-2, warmup=2)
+    xs, ys = x.chunk(world)[rank], y.chunk(world)[rank]
+    for _ in range(12):
+        opt.step(_closure(model, opt, xs, ys))
+    torch.save({"theta": _flat(model), "evals": opt.grad_evals, "triggers": opt.ode_triggers},
+               os.path.join(out_dir, f"{rank}.pt"))
+
+
 def _worker(rank, world, init_file, out_dir):
+    """The DDP wrapper lives only in ``_ddp_phase``'s frame: it is released before the process group
+    is destroyed (destroying the group under a live wrapper aborts the child at exit)."""
+    import gc
+
     import torch.distributed as dist
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        x, y = _data()
-        model = torch.nn.parallel.DistributedDataParallel(_net())
-        opt = FlowAdam(model.parameters(), lr=1e-2, warmup=2)
-        xs, ys = x.chunk(world)[rank], y.chunk(world)[rank]
-        for _ in range(12):
-            opt.step(_closure(model, opt, xs, ys))
-        torch.save({"theta": _flat(model), "evals": opt.grad_evals, "triggers": opt.ode_triggers},
-                   os.path.join(out_dir, f"{rank}.pt"))
+        _ddp_phase(rank, world, out_dir)
+        gc.collect()
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -179,38 +179,56 @@ def test_invalid_hyperparameters(kw, name):
         VRAdam(_net().parameters(), **kw)
 
 
+def _ddp_phase(rank, world, out_dir):
+    """DDP: each rank sees half of the batch; gradients are averaged, so no process group is needed."""
+    x, y = _data()
+    net = _net()
+    model = torch.nn.parallel.DistributedDataParallel(net)
+    opt = VRAdam(model.parameters(), lr=1e-2, beta3=5.0, alpha1=10.0)
+    xs, ys = x.chunk(world)[rank], y.chunk(world)[rank]
+    for _ in range(20):
+        opt.zero_grad()
+        (model(xs) - ys).square().mean().backward()
+        opt.step()
+    torch.save(torch.cat([p.detach().reshape(-1) for p in net.parameters()]), os.path.join(out_dir, f"ddp{rank}.pt"))
+
+
+def _sharded_phase(rank, world, out_dir):
+    """Sharded: each rank owns half of the tensors (full-batch gradients); the norm needs the all-reduce."""
+    import torch.distributed as dist
+
+    x, y = _data()
+    net = _net()
+    params = list(net.parameters())
+    mine = params[rank::world]
+    opt = VRAdam(mine, lr=1e-2, beta3=5.0, alpha1=10.0, process_group=dist.group.WORLD)
+    for _ in range(20):
+        opt.zero_grad()
+        (net(x) - y).square().mean().backward()
+        for p in params:
+            if all(p is not q for q in mine):
+                p.grad = None
+        opt.step()
+        for i, p in enumerate(params):  # share the updated shards
+            dist.broadcast(p.data, src=i % world)
+    torch.save(torch.cat([p.detach().reshape(-1) for p in params]), os.path.join(out_dir, f"sharded{rank}.pt"))
+
+
 def _worker(rank, world, init_file, out_dir):
+    """Each phase runs in its own frame, so the DDP wrapper and the optimizers are gone (and their
+    communication hooks with them) before the process group is destroyed; destroying it under a live
+    DDP wrapper aborts the child at exit."""
+    import gc
+
     import torch.distributed as dist
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        x, y = _data()
-        # DDP: each rank sees half of the batch; gradients are averaged, so no process group is needed
-        net = _net()
-        model = torch.nn.parallel.DistributedDataParallel(net)
-        opt = VRAdam(model.parameters(), lr=1e-2, beta3=5.0, alpha1=10.0)
-        xs, ys = x.chunk(world)[rank], y.chunk(world)[rank]
-        for _ in range(20):
-            opt.zero_grad()
-            (model(xs) - ys).square().mean().backward()
-            opt.step()
-        torch.save(torch.cat([p.detach().reshape(-1) for p in net.parameters()]), os.path.join(out_dir, f"ddp{rank}.pt"))
-        # sharded: each rank owns half of the tensors (full-batch gradients); the norm needs the all-reduce
-        net = _net()
-        params = list(net.parameters())
-        mine = params[rank::world]
-        opt = VRAdam(mine, lr=1e-2, beta3=5.0, alpha1=10.0, process_group=dist.group.WORLD)
-        for _ in range(20):
-            opt.zero_grad()
-            (net(x) - y).square().mean().backward()
-            for p in params:
-                if all(p is not q for q in mine):
-                    p.grad = None
-            opt.step()
-            for i, p in enumerate(params):  # share the updated shards
-                dist.broadcast(p.data, src=i % world)
-        torch.save(torch.cat([p.detach().reshape(-1) for p in params]), os.path.join(out_dir, f"sharded{rank}.pt"))
+        _ddp_phase(rank, world, out_dir)
+        _sharded_phase(rank, world, out_dir)
+        gc.collect()
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
