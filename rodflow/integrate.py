@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint
+from torchdiffeq._impl.odeint import SOLVERS as _TORCHDIFFEQ_SOLVERS
+from torchdiffeq._impl.solvers import AdaptiveStepsizeODESolver
 
 __all__ = ["FIXED_STEP_METHODS", "METHODS", "IntegrationError", "IntegrationResult", "SolverStats",
            "integrate"]
@@ -22,10 +24,16 @@ __all__ = ["FIXED_STEP_METHODS", "METHODS", "IntegrationError", "IntegrationResu
 State = Tensor | tuple[Tensor, ...]
 Field = Callable[[Tensor, Any], Any]
 
-ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
-FIXED_STEP_METHODS = ("euler", "midpoint", "heun3", "rk4", "explicit_adams", "implicit_adams")
-#: Methods accepted by :func:`integrate` (torchdiffeq's names).
+# torchdiffeq's own solver table; "scipy_solver" is left out (it leaves torch, so no tuple states
+# and no step callbacks).
+_SOLVERS = {name: cls for name, cls in _TORCHDIFFEQ_SOLVERS.items() if name != "scipy_solver"}
+ADAPTIVE_METHODS = tuple(n for n, c in _SOLVERS.items() if issubclass(c, AdaptiveStepsizeODESolver))
+FIXED_STEP_METHODS = tuple(n for n in _SOLVERS if n not in ADAPTIVE_METHODS)
+#: Methods accepted by :func:`integrate`: torchdiffeq's solver table, by its names.
 METHODS = ADAPTIVE_METHODS + FIXED_STEP_METHODS
+
+#: Step attempts allowed by default (``options={"max_num_steps": n}`` changes it).
+MAX_NUM_STEPS = 1_000_000
 
 
 class IntegrationError(RuntimeError):
@@ -66,19 +74,43 @@ def _all_finite(y: State) -> bool:
     return all(bool(torch.isfinite(part).all()) for part in y)
 
 
-class _CountedField(nn.Module):
-    """Counts evaluations and steps through torchdiffeq's callback protocol; clips the field."""
+class _Abort(Exception):
+    """Raised from a step callback to stop the solver; :func:`integrate` turns it into IntegrationError."""
 
-    def __init__(self, field: Field, clip: float | None, stats: SolverStats, adaptive: bool):
+
+class _CountedField(nn.Module):
+    """Counts evaluations and steps through torchdiffeq's callback protocol, enforces the step cap and
+    the smallest step there (our own checks: torchdiffeq's asserts vanish under ``python -O``), and
+    clips the field."""
+
+    def __init__(self, field: Field, clip: float | None, stats: SolverStats, adaptive: bool, max_steps: int):
         super().__init__()
         self.field = field
         self.clip = clip
         self.stats = stats
+        self.max_steps = max_steps
+        self.adaptive = adaptive
         if adaptive:
             self.callback_accept_step = self._accept
             self.callback_reject_step = self._reject
         else:
-            self.callback_step = self._accept
+            self.callback_step = self._accept_fixed
+
+    def _check_cap(self) -> None:
+        if self.stats.n_steps + self.stats.n_rejected >= self.max_steps:
+            raise _Abort(f"max_num_steps exceeded ({self.max_steps} step attempts); the field is too stiff for "
+                         "this method and tolerance, or raise options['max_num_steps']")
+
+    def callback_step(self, t0: Tensor, y0: State, dt: Tensor) -> None:
+        """Before each adaptive step attempt: the step must still move t (else it has underflowed)."""
+        self._check_cap()
+        if bool(t0 + dt == t0) or not bool(torch.isfinite(dt)):
+            raise _Abort(f"step size underflow (dt = {float(dt):.3g} at t = {float(t0):.6g}); the field is too "
+                         "stiff or blows up")
+
+    def _accept_fixed(self, t0: Tensor, y0: State, dt: Tensor) -> None:
+        self._check_cap()
+        self.stats.n_steps += 1
 
     def _accept(self, t0: Tensor, y0: State, dt: Tensor) -> None:
         self.stats.n_steps += 1
@@ -118,7 +150,9 @@ def integrate(
             ``options={"step_size": h}`` (default: the spacing of ``t``).
         rtol, atol: tolerances of the adaptive methods; for a tuple state, a tuple gives one
             tolerance per entry (e.g. a small ``atol`` for an entry that lives at a small scale).
-        options: passed to torchdiffeq (e.g. ``max_num_steps``, ``step_size``).
+        options: passed to torchdiffeq (e.g. ``step_size``); ``max_num_steps`` (default
+            :data:`MAX_NUM_STEPS`) caps the step attempts, enforced by rodflow's own step callbacks
+            together with the step-size underflow check (so both hold under ``python -O`` too).
         clip: if given, each component of the field is clamped to ``[-clip, clip]``.
         check_finite: raise :class:`IntegrationError` if a returned state is not finite.
 
@@ -147,13 +181,22 @@ def integrate(
     t = torch.as_tensor(t, dtype=ref.dtype if ref.is_floating_point() else None, device=ref.device)
     if t.ndim != 1 or t.numel() < 2:
         raise ValueError(f"t must be a 1-d tensor of at least two times, got shape {tuple(t.shape)}")
+    opts = dict(options or {})
+    max_steps = opts.pop("max_num_steps", MAX_NUM_STEPS)
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"options['max_num_steps'] must be a positive int, got {max_steps!r}")
+    adaptive = method in ADAPTIVE_METHODS
+    if adaptive:
+        opts["max_num_steps"] = max_steps + 1  # ours fires first; torchdiffeq's assert is the backstop
     stats = SolverStats()
-    func = _CountedField(field, clip, stats, adaptive=method in ADAPTIVE_METHODS)
+    func = _CountedField(field, clip, stats, adaptive=adaptive, max_steps=max_steps)
     if not _all_finite(y0):
         raise IntegrationError("integrate: y0 is not finite", stats)
     try:
-        ys = odeint(func, y0, t, method=method, rtol=rtol, atol=atol, options=options)
-    except AssertionError as err:  # torchdiffeq signals failures by assert
+        ys = odeint(func, y0, t, method=method, rtol=rtol, atol=atol, options=opts)
+    except _Abort as err:
+        raise IntegrationError(f"integrate: {err}", stats) from None
+    except AssertionError as err:  # fallback: torchdiffeq's own asserts (absent under python -O)
         msg = str(err)
         if "underflow" in msg:
             raise IntegrationError(f"integrate: step size underflow ({msg}); the field is too stiff "

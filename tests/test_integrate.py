@@ -105,3 +105,50 @@ def test_bad_arguments():
         rodflow.integrate(lambda t, y: y, y0, torch.tensor([0.0]))
     with pytest.raises(IntegrationError, match="y0"):
         rodflow.integrate(lambda t, y: y, torch.tensor([float("nan")]), t)
+
+
+_STIFF_SCRIPT = """
+import torch
+from rodflow.integrate import IntegrationError, integrate
+assert not __debug__  # python -O: torchdiffeq's own asserts are gone
+f64 = torch.float64
+for field, t1, options, expected in [
+        (lambda t, y: y * y, 2.0, None, "underflow"),
+        (lambda t, y: -1e9 * (y - torch.cos(t)), 1.0, {"max_num_steps": 500}, "max_num_steps"),
+        (lambda t, y: -1e9 * (y - torch.cos(t)), 1.0, {"max_num_steps": 50, "step_size": 1e-3}, "max_num_steps")]:
+    method = "euler" if options and "step_size" in options else "dopri5"
+    try:
+        integrate(field, torch.ones(1, dtype=f64), torch.tensor([0.0, t1], dtype=f64), method=method,
+                  options=options)
+    except IntegrationError as err:
+        assert expected in str(err), err
+        print("ok", expected)
+    else:
+        raise SystemExit("no IntegrationError")
+"""
+
+
+def test_failures_are_detected_by_our_checks_under_python_O():
+    """Under ``python -O`` torchdiffeq's asserts vanish; the step cap and the underflow check are ours."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-O", "-c", _STIFF_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:3] == ["ok underflow", "ok max_num_steps", "ok max_num_steps"]
+
+
+def test_methods_are_torchdiffeqs_table():
+    from torchdiffeq._impl.odeint import SOLVERS
+
+    from rodflow.integrate import FIXED_STEP_METHODS, METHODS
+
+    assert set(METHODS) == set(SOLVERS) - {"scipy_solver"}
+    y0 = torch.ones(1, dtype=torch.float64)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    for method in ("heun2", "fixed_adams"):  # refused by a hand-copied list
+        res = rodflow.integrate(lambda t, y: -y, y0, t, method=method, options={"step_size": 0.01}
+                                if method in FIXED_STEP_METHODS else None)
+        assert abs(res.ys[-1].item() - np.exp(-1.0)) < 1e-3
+    with pytest.raises(ValueError, match="max_num_steps"):
+        rodflow.integrate(lambda t, y: -y, y0, t, options={"max_num_steps": 0})
