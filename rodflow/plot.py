@@ -126,8 +126,13 @@ def sharpness_curve(
     return fig
 
 
-def loss_curves(runs: Mapping[str, Any], *, logy: bool = True, title: str | None = None) -> Figure:
-    """Loss against step for several runs (a mapping label → Trajectory or FlowSolution)."""
+def loss_curves(runs: Mapping[str, Any] | Sequence[Any], *, logy: bool = True, title: str | None = None) -> Figure:
+    """Loss against step for several runs: a mapping label → Trajectory or FlowSolution, or a sequence
+    of them (labelled by their optimizer)."""
+    if isinstance(runs, Sequence) and not isinstance(runs, str):
+        runs = {f"{getattr(r, 'config', {}).get('optimizer', 'run')} {i}": r for i, r in enumerate(runs)}
+    if not isinstance(runs, Mapping):
+        raise TypeError(f"runs must be a mapping label → trajectory or a list of trajectories, got {type(runs).__name__}")
     if not runs:
         raise ValueError("runs: nothing to plot")
     fig = Figure(figsize=(7.0, 4.2), layout="constrained")

@@ -278,6 +278,11 @@ def sharpness(
         raise ValueError(f"k must be a positive int, got {k!r}")
     if not tol > 0:
         raise ValueError(f"tol must be positive, got {tol!r}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive int (the solver's iteration cap), got {max_iter!r}")
+    max_iter = int(max_iter)
+    if isinstance(theta, Tensor) and theta.is_floating_point() and not bool(torch.isfinite(theta).all()):
+        raise ValueError("theta is not finite (NaN or inf entries): the Hessian is undefined there")
     op = HessianOperator(loss_fn, theta, preconditioner)
     d = op.dim
     if k > d:

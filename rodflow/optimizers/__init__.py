@@ -13,9 +13,9 @@ from .adam import Adam
 from .momentum import GD, Momentum
 from .rmsprop import RMSProp
 from .spec import GradFn, NonFiniteError, OptimizerSpec
-from .vradam import VRAdam
+from .vradam import VRAdamSpec
 
-__all__ = ["OPTIMIZERS", "GradFn", "NonFiniteError", "OptimizerSpec", "optimizer"]
+__all__ = ["OPTIMIZERS", "GradFn", "NonFiniteError", "OptimizerSpec", "optimizer", "registry_name"]
 
 _REGISTRY: dict[str, tuple[type[OptimizerSpec], dict[str, Any]]] = {
     "gd": (GD, {}),
@@ -27,12 +27,20 @@ _REGISTRY: dict[str, tuple[type[OptimizerSpec], dict[str, Any]]] = {
     "adam": (Adam, {"scalar": False, "nesterov": False}),
     "scalar_nadam": (Adam, {"scalar": True, "nesterov": True}),
     "nadam": (Adam, {"scalar": False, "nesterov": True}),
-    "vradam": (VRAdam, {}),
+    "vradam": (VRAdamSpec, {}),
 }
 
 #: Registered optimizer names, in the order of the zoo.
 OPTIMIZERS: tuple[str, ...] = tuple(_REGISTRY)
 
+
+
+def registry_name(spec: OptimizerSpec) -> str:
+    """The registered name of ``spec``: the entry whose class and fixed flags it has."""
+    for name, (cls, fixed) in _REGISTRY.items():
+        if type(spec) is cls and all(getattr(spec, k) == v for k, v in fixed.items()):
+            return name
+    raise LookupError(f"{type(spec).__name__} with these flags is not a registered optimizer")
 
 
 def optimizer(name: str, **hyperparameters: Any) -> OptimizerSpec:

@@ -48,6 +48,10 @@ from .spec import OptimizerSpec, check_betas, check_real
 __all__ = ["Adam", "AdamMoments", "nadam_mu", "nadam_mu_product"]
 
 
+#: ``torch.optim.NAdam``'s default ψ.
+_DEFAULT_MOMENTUM_DECAY = 4e-3
+
+
 def nadam_mu(beta1: float, momentum_decay: float | None, t: float) -> float:
     """Dozat's μ_t = β₁(1 − ½·0.96^{tψ}); ``momentum_decay=None`` gives μ_t ≡ β₁."""
     if momentum_decay is None:
@@ -124,7 +128,7 @@ class Adam(AdamMoments):
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
-    momentum_decay: float | None = 4e-3
+    momentum_decay: float | None = _DEFAULT_MOMENTUM_DECAY
     nesterov: bool = False
     scalar: bool = False  # type: ignore[assignment]
 
@@ -133,14 +137,12 @@ class Adam(AdamMoments):
         if self.momentum_decay is not None:
             object.__setattr__(self, "momentum_decay",
                                check_real("momentum_decay", self.momentum_decay, lo=0.0))
+        if not self.nesterov and self.momentum_decay != _DEFAULT_MOMENTUM_DECAY:
+            raise ValueError(f"momentum_decay applies to NAdam only (got {self.momentum_decay!r} for Adam); "
+                             "use 'nadam' or 'scalar_nadam'")
         for flag in ("nesterov", "scalar"):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} must be a bool, got {type(getattr(self, flag)).__name__}")
-
-    @property
-    def name(self) -> str:
-        base = "nadam" if self.nesterov else "adam"
-        return f"scalar_{base}" if self.scalar else base
 
     def hyperparameters(self) -> dict[str, object]:
         hp = super().hyperparameters()

@@ -39,10 +39,6 @@ class GD(OptimizerSpec):
 
     lr: float = 1e-3
 
-    @property
-    def name(self) -> str:
-        return "gd"
-
     def step_size(self, m: Tensor | None, v: Tensor | None, t: float) -> float:
         return self.lr
 
@@ -70,10 +66,6 @@ class Momentum(OptimizerSpec):
         object.__setattr__(self, "momentum", check_real("momentum", self.momentum, lo=0.0, hi=1.0))
         if not isinstance(self.nesterov, bool):
             raise TypeError(f"nesterov must be a bool, got {type(self.nesterov).__name__}")
-
-    @property
-    def name(self) -> str:
-        return "nesterov" if self.nesterov else "heavy_ball"
 
     @property
     def beta(self) -> float:

@@ -50,10 +50,6 @@ class RMSProp(OptimizerSpec):
                 raise TypeError(f"{flag} must be a bool, got {type(getattr(self, flag)).__name__}")
 
     @property
-    def name(self) -> str:
-        return "scalar_rmsprop" if self.scalar else "rmsprop"
-
-    @property
     def beta2(self) -> float:
         return self.alpha
 

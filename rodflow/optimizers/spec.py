@@ -24,6 +24,7 @@ from dataclasses import dataclass, fields
 from numbers import Real
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -57,6 +58,10 @@ def check_real(name: str, value: Any, *, lo: float, hi: float = math.inf, lo_ope
 
 def check_betas(betas: Any, name: str = "betas") -> tuple[float, float]:
     """Validate a pair (β1, β2), each in [0, 1)."""
+    if isinstance(betas, Tensor | np.ndarray):
+        if betas.shape != (2,):
+            raise ValueError(f"{name} must be a pair (beta1, beta2), got shape {tuple(betas.shape)}")
+        betas = tuple(b.item() for b in betas)
     if not isinstance(betas, tuple | list) or len(betas) != 2:
         raise ValueError(f"{name} must be a pair (beta1, beta2), got {betas!r}")
     return (check_real(f"{name}[0]", betas[0], lo=0.0, hi=1.0), check_real(f"{name}[1]", betas[1], lo=0.0, hi=1.0))
@@ -69,6 +74,8 @@ def check_gradient(g: Any, theta: Tensor, t: int) -> Tensor:
     if g.shape != theta.shape:
         raise ValueError(
             f"grad_fn returned shape {tuple(g.shape)}, expected {tuple(theta.shape)} (the shape of theta)")
+    if g.dtype != theta.dtype:
+        raise TypeError(f"grad_fn returned dtype {g.dtype}, expected {theta.dtype} (the dtype of theta)")
     if not bool(torch.isfinite(g).all()):
         raise NonFiniteError(
             f"grad_fn returned a non-finite gradient at step {t}: the run diverged or the loss is NaN; "
@@ -91,9 +98,12 @@ class OptimizerSpec(ABC):
 
     # ------------------------------------------------------------------ identity
     @property
-    @abstractmethod
     def name(self) -> str:
-        """The registry name (``"adam"``, ``"scalar_rmsprop"``, ...)."""
+        """The registry name (``"adam"``, ``"scalar_rmsprop"``, ...), read from the registry in
+        :mod:`rodflow.optimizers` (the one place the names live)."""
+        from . import registry_name
+
+        return registry_name(self)
 
     def hyperparameters(self) -> dict[str, Any]:
         """The constructor's arguments, for recording an experiment's configuration."""

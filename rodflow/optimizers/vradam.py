@@ -46,11 +46,11 @@ from .adam import AdamMoments
 from .rmsprop import adaptive_denominator
 from .spec import check_real
 
-__all__ = ["VRAdam"]
+__all__ = ["VRAdamSpec"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class VRAdam(AdamMoments):
+class VRAdamSpec(AdamMoments):
     """VRAdam as a discrete map (velocity norm, no weight decay); ``torch.optim`` form in :class:`rodflow.VRAdam`.
 
     >>> import rodflow
@@ -69,10 +69,6 @@ class VRAdam(AdamMoments):
         object.__setattr__(self, "beta3", check_real("beta3", self.beta3, lo=0.0))
         object.__setattr__(self, "alpha1", check_real("alpha1", self.alpha1, lo=0.0))
         object.__setattr__(self, "power", check_real("power", self.power, lo=0.0, lo_open=True))
-
-    @property
-    def name(self) -> str:
-        return "vradam"
 
     def effective_lr(self, m: Tensor) -> Tensor:
         """``η(m) = lr / (1 + min(β₃‖m‖^p, α₁))``."""
@@ -98,3 +94,15 @@ class VRAdam(AdamMoments):
     def threshold(self) -> float:
         b = self.betas[0]
         return (2.0 + 2.0 * b) / (1.0 - b)
+
+
+def __getattr__(name: str) -> type:
+    # ``VRAdam`` was this class's name; it is now ``VRAdamSpec`` so that it cannot be mistaken for
+    # the torch optimizer :class:`rodflow.VRAdam` (rodflow/optim/vradam.py)
+    if name == "VRAdam":
+        import warnings
+
+        warnings.warn("rodflow.optimizers.vradam.VRAdam is deprecated: it is the spec VRAdamSpec; the torch "
+                      "optimizer is rodflow.VRAdam", DeprecationWarning, stacklevel=2)
+        return VRAdamSpec
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

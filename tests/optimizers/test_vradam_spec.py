@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import rodflow
-from rodflow.optimizers.vradam import VRAdam as VRAdamSpec
+from rodflow.optimizers.vradam import VRAdamSpec
 
 F64 = torch.float64
 
@@ -144,3 +144,11 @@ def test_invalid_hyperparameters_name_the_argument(kw, name):
         rodflow.optimizer("vradam", **kw)
     with pytest.raises(TypeError, match="weight_decay"):
         rodflow.optimizer("vradam", weight_decay=0.1)
+
+
+def test_the_spec_and_the_torch_optimizer_have_distinct_names():
+    import rodflow.optimizers.vradam as module
+
+    assert rodflow.VRAdam is not VRAdamSpec and issubclass(rodflow.VRAdam, torch.optim.Optimizer)
+    with pytest.warns(DeprecationWarning, match="VRAdamSpec"):
+        assert module.VRAdam is VRAdamSpec
