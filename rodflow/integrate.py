@@ -93,8 +93,6 @@ class _CountedField(nn.Module):
         if adaptive:
             self.callback_accept_step = self._accept
             self.callback_reject_step = self._reject
-        else:
-            self.callback_step = self._accept_fixed
 
     def _check_cap(self) -> None:
         if self.stats.n_steps + self.stats.n_rejected >= self.max_steps:
@@ -102,15 +100,14 @@ class _CountedField(nn.Module):
                          "this method and tolerance, or raise options['max_num_steps']")
 
     def callback_step(self, t0: Tensor, y0: State, dt: Tensor) -> None:
-        """Before each adaptive step attempt: the step must still move t (else it has underflowed)."""
+        """Before each step (attempt): the cap; for adaptive methods, the step must still move t
+        (else it has underflowed); fixed-step methods count their steps here."""
         self._check_cap()
-        if bool(t0 + dt == t0) or not bool(torch.isfinite(dt)):
+        if not self.adaptive:
+            self.stats.n_steps += 1
+        elif bool(t0 + dt == t0) or not bool(torch.isfinite(dt)):
             raise _Abort(f"step size underflow (dt = {float(dt):.3g} at t = {float(t0):.6g}); the field is too "
                          "stiff or blows up")
-
-    def _accept_fixed(self, t0: Tensor, y0: State, dt: Tensor) -> None:
-        self._check_cap()
-        self.stats.n_steps += 1
 
     def _accept(self, t0: Tensor, y0: State, dt: Tensor) -> None:
         self.stats.n_steps += 1
