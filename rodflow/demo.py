@@ -13,18 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-#: Learning rates of the demo (full batch, digits MLP): each optimizer trains without diverging.
-DEMO_LRS: dict[str, dict[str, Any]] = {
-    "gd": {"lr": 0.5},
-    "heavy_ball": {"lr": 0.05, "momentum": 0.9},
-    "nesterov": {"lr": 0.05, "momentum": 0.9},
-    "scalar_rmsprop": {"lr": 0.01},
-    "rmsprop": {"lr": 1e-3},
-    "scalar_adam": {"lr": 0.01},
-    "adam": {"lr": 1e-3},
-    "scalar_nadam": {"lr": 0.01},
-    "nadam": {"lr": 1e-3},
-}
+from .threads import add_threads_argument, num_threads
 
 
 def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
@@ -40,8 +29,9 @@ def run_zoo(prob: Any, steps: int) -> tuple[list[dict[str, Any]], dict[str, Any]
     import rodflow
 
     rows, trajs = [], {}
+    table = rodflow.problems.hyperparameters("digits", "train")
     for name in rodflow.OPTIMIZERS:
-        spec = rodflow.optimizer(name, **DEMO_LRS.get(name, {"lr": 1e-3}))
+        spec = rodflow.optimizer(name, **table[name])
         t0 = time.perf_counter()
         traj = rodflow.iterate(spec, prob.loss_fn, prob.theta0, steps)
         dt = time.perf_counter() - t0
@@ -58,8 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eos-lr", type=float, default=1e-2, help="Adam's learning rate for the EoS run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("figures"))
+    add_threads_argument(parser)
     args = parser.parse_args(argv)
+    with num_threads(args.threads):
+        return _run(args)
 
+
+def _run(args: argparse.Namespace) -> int:
     import torch
 
     import rodflow
@@ -69,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     prob = rodflow.problems.digits_mlp((32,), n=256, seed=args.seed)
     config = {"problem": "digits MLP 64-32-10, tanh, MSE on one-hot, 256 examples, float64",
-              "seed": args.seed, "steps": args.steps, "eos_steps": args.eos_steps, "eos_lr": args.eos_lr}
+              "seed": args.seed, "steps": args.steps, "eos_steps": args.eos_steps, "eos_lr": args.eos_lr,
+              "threads": args.threads}
     print(f"rodflow demo: {config['problem']} ({prob.dim} parameters), seed {args.seed}\n")
 
     rows, trajs = run_zoo(prob, args.steps)

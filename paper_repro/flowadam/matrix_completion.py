@@ -53,6 +53,8 @@ from protocol import (
     write_results,
 )
 
+from rodflow.threads import add_threads_argument
+
 # (rows, cols, true rank, density, noise, paper Adam RMSE, paper FlowAdam RMSE)
 CONFIGS = [(200, 300, 10, 0.30, 0.10, 0.098, 0.088), (300, 400, 15, 0.20, 0.10, 0.129, 0.111),
            (400, 500, 20, 0.15, 0.15, 0.303, 0.237)]
@@ -126,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS / "matrix_completion.md")
     p.add_argument("--figure", type=lambda s: Path(s) if s else None, default=FIGURES / "flowadam_matrix_completion.png",
                    help="where to save the figure ('' for none)")
+    add_threads_argument(p)
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     table = ["| config | variant | lr | test RMSE (ours) | paper | grad evals | ODE triggers | seconds |",
              "|---|---|---|---|---|---|---|---|"]
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {}

@@ -51,6 +51,7 @@ from protocol import (
 )
 
 import rodflow
+from rodflow.threads import add_threads_argument
 
 
 def tensor_task(seed: int, variant: str, steps: int | None, wd: float, budget: int | None) -> dict[str, Any]:
@@ -188,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weight-decay", type=float, default=1e-5, help="L2 of the tensor task")
     p.add_argument("--out", type=Path, default=RESULTS / "other_tasks.md")
     p.add_argument("--no-figures", action="store_true")
+    add_threads_argument(p)
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     table = ["| task | variant | metric | ours (mean ± std) | paper | grad evals | ODE triggers | steps to 95 % |",
              "|---|---|---|---|---|---|---|---|"]
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {}

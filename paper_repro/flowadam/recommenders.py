@@ -37,6 +37,7 @@ import torch
 from protocol import RESULTS, SEEDS, make_optimizer, mean_std, write_results
 
 import rodflow
+from rodflow.threads import add_threads_argument
 
 LABELS = {"movielens": "MovieLens-100K", "jester_like": "Jester-like (generated stand-in)"}
 
@@ -139,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weight-decay", type=float, default=1e-5)
     ap.add_argument("--rank", type=int, default=20)
     ap.add_argument("--out", type=Path, default=RESULTS / "recommenders.md")
+    add_threads_argument(ap)
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     table = ["| data | variant | test RMSE (mean ± std) | biases only | best epoch | epochs run | grad evals | "
              "ODE triggers |", "|---|---|---|---|---|---|---|---|"]
     for dataset in args.datasets:

@@ -9,8 +9,26 @@
 from .base import Problem
 from .data import digits, fashion_mnist, jane_austen, jester_like, mnist5k, movielens100k, one_hot, read_jester
 from .factorization import matrix_factorization
+from .hyperparameters import HYPERPARAMETERS, hyperparameters
 from .nets import digits_mlp, mlp, module_problem
 from .quadratic import quadratic, random_rotation
 
-__all__ = ["Problem", "digits", "digits_mlp", "fashion_mnist", "jane_austen", "jester_like", "matrix_factorization", "mlp", "mnist5k", "module_problem", "movielens100k",
-           "one_hot", "quadratic", "random_rotation", "read_jester"]
+__all__ = [
+           "HYPERPARAMETERS",
+           "Problem",
+           "digits",
+           "digits_mlp",
+           "fashion_mnist",
+           "hyperparameters",
+           "jane_austen",
+           "jester_like",
+           "matrix_factorization",
+           "mlp",
+           "mnist5k",
+           "module_problem",
+           "movielens100k",
+           "one_hot",
+           "quadratic",
+           "random_rotation",
+           "read_jester",
+]

@@ -22,18 +22,7 @@ import torch
 
 import rodflow
 
-HP = {
-    "gd": {"lr": 0.1},
-    "heavy_ball": {"lr": 0.1, "momentum": 0.9},
-    "nesterov": {"lr": 0.1, "momentum": 0.9},
-    "scalar_rmsprop": {"lr": 0.01, "alpha": 0.9, "eps": 1e-3},
-    "rmsprop": {"lr": 0.01, "alpha": 0.9, "eps": 1e-3},
-    "scalar_adam": {"lr": 0.01, "betas": (0.9, 0.99), "eps": 1e-3},
-    "adam": {"lr": 0.01, "betas": (0.9, 0.99), "eps": 1e-3},
-    "scalar_nadam": {"lr": 0.01, "betas": (0.9, 0.99), "eps": 1e-3, "momentum_decay": None},
-    "nadam": {"lr": 0.01, "betas": (0.9, 0.99), "eps": 1e-3},  # μ-schedule: μ_t → β1 at large t
-    "vradam": {"lr": 0.01, "betas": (0.9, 0.99), "eps": 1e-3, "beta3": 3.0},  # at m = 0 the velocity factor is 1
-}
+HP = rodflow.problems.hyperparameters("quadratic", "unit")
 LARGE_T = 10**6
 D = 3
 EIG = torch.tensor([1.0, 0.4, 0.1], dtype=torch.float64)  # spectrum of P⁻¹H, scaled by c·threshold

@@ -1,0 +1,76 @@
+"""The per-task hyperparameter tables, in one place: the demo, the reproductions and the tests read them.
+
+``HYPERPARAMETERS[task][regime][optimizer]`` is a dict of keyword arguments for
+:func:`rodflow.optimizer`. Regimes:
+
+* ``"train"``: full-batch rates at which every optimizer trains without diverging (the demo's zoo).
+* ``"eos"``: rates that enter the edge of stability within a 400-step run, found by a scan of the
+  late-window preconditioned sharpness ÷ threshold (digits: 256 examples; MNIST-5k: 1,000
+  examples; width 32). The NAdams use the constant-β₁ form of the flow papers.
+* ``"unit"``: the small quadratic problems of the threshold and linearisation tests (large t, bias
+  corrections at 1; ε = 1e-3 so that the preconditioner stays bounded at a minimum).
+
+>>> hyperparameters("digits", "eos")["adam"]
+{'lr': 0.01}
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+__all__ = ["HYPERPARAMETERS", "hyperparameters"]
+
+_DIGITS_EOS: dict[str, dict[str, Any]] = {
+    "gd": {"lr": 1.0},
+    "heavy_ball": {"lr": 0.7, "momentum": 0.9},
+    "nesterov": {"lr": 0.25, "momentum": 0.9},
+    "scalar_rmsprop": {"lr": 0.05},
+    "rmsprop": {"lr": 3e-3},
+    "scalar_adam": {"lr": 0.3},
+    "adam": {"lr": 1e-2},
+    "scalar_nadam": {"lr": 0.2, "momentum_decay": None},
+    "nadam": {"lr": 1e-2, "momentum_decay": None},
+}
+
+HYPERPARAMETERS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
+    "digits": {
+        "train": {
+            "gd": {"lr": 0.5},
+            "heavy_ball": {"lr": 0.05, "momentum": 0.9},
+            "nesterov": {"lr": 0.05, "momentum": 0.9},
+            "scalar_rmsprop": {"lr": 0.01},
+            "rmsprop": {"lr": 1e-3},
+            "scalar_adam": {"lr": 0.01},
+            "adam": {"lr": 1e-3},
+            "scalar_nadam": {"lr": 0.01},
+            "nadam": {"lr": 1e-3},
+            "vradam": {"lr": 1e-3},
+        },
+        "eos": _DIGITS_EOS,
+    },
+    "mnist5k": {"eos": _DIGITS_EOS},
+    "quadratic": {
+        "unit": {
+            "gd": {"lr": 0.1},
+            "heavy_ball": {"lr": 0.1, "momentum": 0.9},
+            "nesterov": {"lr": 0.1, "momentum": 0.9},
+            "scalar_rmsprop": {"lr": 0.01, "alpha": 0.9, "eps": 1e-3},
+            "rmsprop": {"lr": 0.01, "alpha": 0.9, "eps": 1e-3},
+            "scalar_adam": {"lr": 0.01, "betas": (0.9, 0.99), "eps": 1e-3},
+            "adam": {"lr": 0.01, "betas": (0.9, 0.99), "eps": 1e-3},
+            "scalar_nadam": {"lr": 0.01, "betas": (0.9, 0.99), "eps": 1e-3, "momentum_decay": None},
+            "nadam": {"lr": 0.01, "betas": (0.9, 0.99), "eps": 1e-3},  # μ-schedule: μ_t → β1 at large t
+            "vradam": {"lr": 0.01, "betas": (0.9, 0.99), "eps": 1e-3, "beta3": 3.0},
+        },
+    },
+}
+
+
+def hyperparameters(task: str, regime: str) -> dict[str, dict[str, Any]]:
+    """A copy of the table ``HYPERPARAMETERS[task][regime]`` (optimizer name → keyword arguments)."""
+    if task not in HYPERPARAMETERS:
+        raise ValueError(f"task: unknown {task!r}; choose one of {', '.join(HYPERPARAMETERS)}")
+    if regime not in HYPERPARAMETERS[task]:
+        raise ValueError(f"regime: {task!r} has no {regime!r} table; choose one of {', '.join(HYPERPARAMETERS[task])}")
+    return copy.deepcopy(HYPERPARAMETERS[task][regime])
