@@ -17,14 +17,7 @@ ALL_METHODS = [*METHODS, "power"]
 TOL = {"dense": 1e-12, "lanczos": 1e-12, "lobpcg": 1e-8, "power": 1e-12}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These are many small products: threads only add contention (measured 10× slower on a busy
-    2-core machine); restored for the other modules."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

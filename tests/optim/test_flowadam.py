@@ -13,18 +13,17 @@ import torch
 import torch.multiprocessing as mp
 
 from rodflow import FlowAdam
+from tests.optim.conftest import tiny_data, tiny_net
 
 OFF = {"switch_sensitivity": 0.0, "curvature_sensitivity": math.inf}
 
 
 def _net(dtype=torch.float64, seed=0):
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(6, 12), torch.nn.Tanh(), torch.nn.Linear(12, 2)).to(dtype)
+    return tiny_net(6, 12, 2, dtype, seed)
 
 
 def _data(dtype=torch.float64, n=48):
-    g = torch.Generator().manual_seed(1)
-    return torch.randn(n, 6, generator=g, dtype=dtype), torch.randn(n, 2, generator=g, dtype=dtype)
+    return tiny_data(6, 2, n, dtype)
 
 
 def _closure(net, opt, x, y):

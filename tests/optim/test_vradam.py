@@ -11,25 +11,17 @@ import torch.multiprocessing as mp
 
 import rodflow
 from rodflow import VRAdam
+from tests.optim.conftest import tiny_data, tiny_net
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: a second thread only adds contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _net(dtype=torch.float64, seed=0):
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3)).to(dtype)
+    return tiny_net(8, 16, 3, dtype, seed)
 
 
 def _data(dtype=torch.float64, n=64):
-    g = torch.Generator().manual_seed(1)
-    return torch.randn(n, 8, generator=g, dtype=dtype), torch.randn(n, 3, generator=g, dtype=dtype)
+    return tiny_data(8, 3, n, dtype)
 
 
 def _train(net, opt, steps, sched=None, dtype=torch.float64):
