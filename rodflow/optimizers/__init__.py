@@ -50,7 +50,7 @@ def optimizer(name: str, **hyperparameters: Any) -> OptimizerSpec:
     if name not in _REGISTRY:
         raise ValueError(f"name: unknown optimizer {name!r}; choose one of {', '.join(_REGISTRY)}")
     cls, fixed = _REGISTRY[name]
-    clash = set(fixed) & set(hyperparameters)
+    clash = {k for k in set(fixed) & set(hyperparameters) if hyperparameters[k] != fixed[k]}
     if clash:
-        raise TypeError(f"{name}: {', '.join(sorted(clash))} is fixed by the name and cannot be passed")
-    return cls(**fixed, **hyperparameters)
+        raise TypeError(f"{name}: {', '.join(sorted(clash))} is fixed by the name; it can only be passed with the value the name gives it")
+    return cls(**{**hyperparameters, **fixed})
