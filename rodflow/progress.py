@@ -33,7 +33,7 @@ def enabled(progress: bool | None = None) -> bool:
 class _Silent:
     """The bar's interface, doing nothing (no tqdm import on the quiet path)."""
 
-    n = 0
+    n: float = 0
 
     def update(self, n: float = 1) -> None:
         self.n += n
