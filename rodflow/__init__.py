@@ -8,7 +8,7 @@ from . import plot, problems
 from .compare import Comparison, compare
 from .derivatives import gradient, value_and_grad
 from .discrete import iterate
-from .flows import Flow, FlowSolution, rod_flow, stable_flow
+from .flows import Flow, FlowSolution, central_flow, rod_flow, stable_flow
 from .integrate import IntegrationError, IntegrationResult, integrate
 from .optim import FlowAdam, VRAdam
 from .optimizers import OPTIMIZERS, NonFiniteError, OptimizerSpec, optimizer
@@ -30,6 +30,7 @@ __all__ = [
     "SharpnessResult",
     "Trajectory",
     "VRAdam",
+    "central_flow",
     "compare",
     "flatten",
     "gradient",
