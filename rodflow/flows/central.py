@@ -76,6 +76,7 @@ from scipy.optimize import minimize
 from torch import Tensor
 
 from ..derivatives import LossFn, value_and_grad
+from ..integrate import IntegrationError, SolverStats
 from ..optimizers.spec import OptimizerSpec
 from ..sharpness import DENSE_MAX_DIM, sharpness
 from ..trajectory import Trajectory
@@ -144,6 +145,8 @@ def solve_sdcp(m0: np.ndarray, b: np.ndarray, *, tol: float = 1e-12) -> np.ndarr
     a = m0.shape[0]
     if m0.shape != (a, a) or b.shape != (a, a, a, a):
         raise ValueError(f"m0 must be [a, a] and b [a, a, a, a], got {m0.shape} and {b.shape}")
+    if not (np.isfinite(m0).all() and np.isfinite(b).all()):
+        raise ValueError("m0 and b must be finite")
     if a == 0:
         return np.zeros((0, 0))
     m0 = 0.5 * (m0 + m0.T)
@@ -334,14 +337,21 @@ class CentralFlow(Flow):
                     return self._p(vv, ss, w)
 
                 ts = torch.tensor(tn, dtype=w.dtype)
-                pdot0 = torch.func.jvp(pfun, (v, ts), (dv0, torch.ones_like(ts)))[1]
-                # ∂P/∂ν: [d] (diagonal; for a scalar ν the expanded derivative of the one P)
+                # ∂P/∂ν: [d] (diagonal; for a scalar ν the expanded derivative of the one P). It is
+                # infinite where ν = 0, i.e. where the gradient has always been 0 (inputs that are 0
+                # on every example): ν̇ = 0 there, so those coordinates' P does not move.
                 dp = torch.func.jvp(lambda vv: pfun(vv, ts), (v,), (torch.ones_like(v),))[1]
+                dp = torch.where(torch.isfinite(dp), dp, torch.zeros_like(dp))
+                pdot_t = torch.func.jvp(lambda tt: pfun(v, tt), (ts,), (torch.ones_like(ts),))[1]  # bias correction
+                pdot0 = dv0 * dp + pdot_t
                 adot0 = adot0 + tau * torch.einsum("id,d,jd->ij", ua, pdot0, ua)
                 pdot_x = dv_x.unsqueeze(-1) * dp if s.scalar else dv_x * dp  # [a, a, d]
                 bten = bten + tau * torch.einsum("id,kld,jd->ijkl", ua, pdot_x, ua)
         lam_a = lam[act]
         m0 = torch.diag(tau - lam_a) + self.horizon * adot0
+        if not (bool(torch.isfinite(m0).all()) and bool(torch.isfinite(bten).all())):
+            raise IntegrationError(f"central flow: the complementarity problem at t={float(t):g} is not finite "
+                                   "(third derivatives or the preconditioner overflowed)", SolverStats())
         X = torch.as_tensor(solve_sdcp(m0.cpu().numpy(), (self.horizon * bten).cpu().numpy()),
                             dtype=w.dtype, device=w.device)
         dw = dw0 + torch.einsum("ij,ijd->d", X, dw_x)
