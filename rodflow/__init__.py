@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "iterate": "discrete",
     "Flow": "flows",
     "FlowSolution": "flows",
+    "central_flow": "flows",
     "rod_flow": "flows",
     "stable_flow": "flows",
     "IntegrationError": "integrate",
@@ -84,7 +85,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .compare import Comparison, compare
     from .derivatives import gradient, value_and_grad
     from .discrete import iterate
-    from .flows import Flow, FlowSolution, rod_flow, stable_flow
+    from .flows import Flow, FlowSolution, central_flow, rod_flow, stable_flow
     from .integrate import IntegrationError, IntegrationResult, integrate
     from .optim import FlowAdam, VRAdam
     from .optimizers import OPTIMIZERS, NonFiniteError, OptimizerSpec, optimizer

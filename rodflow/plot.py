@@ -150,11 +150,13 @@ def loss_curves(runs: Mapping[str, Any] | Sequence[Any], *, logy: bool = True, t
     return fig
 
 
-def tracking(trajectory: Any, comparisons: Mapping[str, Any], *, title: str | None = None) -> Figure:
+def tracking(trajectory: Any, comparisons: Mapping[str, Any], *, title: str | None = None,
+             solutions: Mapping[str, Any] | None = None) -> Figure:
     """How well flows track the iterates: distance, oscillation amplitude and loss over steps.
 
     ``comparisons`` maps a label (``"stable"``, ``"rod"``) to a :class:`rodflow.Comparison`;
-    the EoS onset ``k*`` is marked when known.
+    the EoS onset ``k*`` is marked when known. ``solutions`` (label → :class:`rodflow.FlowSolution`)
+    adds each solution's ``predicted_loss`` (the central flow's ``L + ½⟨H, Σ⟩``) to the loss panel.
     """
     if not comparisons:
         raise ValueError("comparisons: nothing to plot")
@@ -174,6 +176,9 @@ def tracking(trajectory: Any, comparisons: Mapping[str, Any], *, title: str | No
     for label, comp in comparisons.items():
         sol_loss = comp.loss_gap  # plotted as the gap: the flows' own losses sit on top of the iterates'
         ax_l.plot(_np(comp.t), _np(sol_loss), lw=1.0, ls="--", label=f"|loss gap| {label}")
+    for label, sol in (solutions or {}).items():
+        if getattr(sol, "predicted_loss", None) is not None:
+            ax_l.plot(_np(sol.t), _np(sol.predicted_loss), lw=1.2, label=f"predicted loss {label}")
     ax_d.set_ylabel("‖θₖ − θ̂ₖ‖")
     ax_a.set_ylabel("oscillation")
     ax_l.set_ylabel("loss")

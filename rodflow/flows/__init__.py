@@ -1,4 +1,4 @@
-"""Flows of the optimizers: the stable flow and the rod flow, each built from an optimizer's spec.
+"""Flows of the optimizers: the stable, rod and central flows, each built from an optimizer's spec.
 
 >>> import torch, rodflow
 >>> prob = rodflow.problems.quadratic([1.0, 0.5], seed=0)
@@ -10,7 +10,9 @@
 """
 
 from .base import RATES, Flow, FlowSolution
+from .central import CentralFlow, central_flow
 from .rod import RodFlow, rod_flow
 from .stable import StableFlow, stable_flow
 
-__all__ = ["RATES", "Flow", "FlowSolution", "RodFlow", "StableFlow", "rod_flow", "stable_flow"]
+__all__ = ["RATES", "CentralFlow", "Flow", "FlowSolution", "RodFlow", "StableFlow", "central_flow", "rod_flow",
+           "stable_flow"]

@@ -48,6 +48,8 @@ class FlowSolution:
         sharpness: optional series like :attr:`Trajectory.sharpness`.
         config: what produced the solution.
         flow: the :class:`Flow` that produced it (gives its optimizer spec and loss).
+        predicted_loss: ``[n]`` the flow's prediction of the time-averaged loss, or ``None``
+            (the central flow: ``L(W) + ½⟨H, Σ⟩``).
     """
 
     t: Tensor
@@ -62,6 +64,7 @@ class FlowSolution:
     sharpness: dict[str, Tensor] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     flow: Flow | None = field(default=None, repr=False, compare=False)
+    predicted_loss: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.t.shape[0])
