@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rodflow-installed
 
-.PHONY: demo test test-slow lint typecheck bench clean
+.PHONY: demo test test-slow lint typecheck bench figures clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ test: lint typecheck
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# every figure under figures/, from the demo, the notebooks and the reproductions (fixed seeds;
+# the reproductions take hours on one CPU thread: `rodflow repro --list`)
+figures: $(STAMP)
+	$(PY) -m rodflow.demo --out figures
+	for nb in notebooks/*.ipynb; do RODFLOW_FIGURES=$(CURDIR)/figures $(PY) -m jupyter execute "$$nb" >/dev/null || exit 1; done
+	for f in paper_repro/eos/sharpness.py paper_repro/rodflow/tracking.py paper_repro/rodflow/fidelity.py paper_repro/rodflow/three_flows.py paper_repro/flowadam/matrix_completion.py paper_repro/flowadam/other_tasks.py paper_repro/vradam/eos.py paper_repro/vradam/image_classification.py paper_repro/vradam/language_model.py; do $(PY) $$f || exit 1; done
 
 bench: $(STAMP)
 	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done

@@ -25,7 +25,7 @@ the paper discretizes,
 so fast motion is braked. VRAdam keeps Adam's damping and preconditioning and puts this
 velocity factor on the learning rate, with the constant 3 absorbed into β3 and the slow-down
 capped at ``1 + α1``. The discrete map and its flows live in
-:class:`rodflow.optimizers.vradam.VRAdam` (registry name ``"vradam"``).
+:class:`rodflow.optimizers.vradam.VRAdamSpec` (registry name ``"vradam"``).
 
 Implementation. ``‖m_t‖²`` is formed *before* the update from read-only reductions,
 ``‖m_t‖² = β1²‖m_{t−1}‖² + 2β1(1 − β1)⟨m_{t−1}, g⟩ + (1 − β1)²‖g‖²``, where ``‖m_{t−1}‖²`` is the
