@@ -16,6 +16,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from .style import LABELS, colour, style_axes, threshold_label
+
 __all__ = ["loss_curves", "sharpness_curve", "tracking"]
 
 
@@ -25,14 +27,23 @@ def _np(x: Any) -> np.ndarray:
     return np.asarray(x, dtype=float)
 
 
-def _thresholds(threshold: float | Sequence[float] | None, n: int) -> list[float] | None:
+def _thresholds(threshold: Any, n: int, preconditioned: bool) -> list[tuple[float, str]] | None:
+    """(value, label) of each threshold line: a number, an optimizer spec, or one of either per run."""
     if threshold is None:
         return None
-    if isinstance(threshold, Real | int | float):
-        return [float(threshold)]
+
+    def one(x: Any) -> tuple[float, str]:
+        if hasattr(x, "threshold_formula"):
+            value = float(x.threshold) if preconditioned else float(x.threshold) / float(x.lr)
+            return value, threshold_label(x, preconditioned=preconditioned)
+        if isinstance(x, bool) or not isinstance(x, Real | int | float):
+            raise TypeError(f"threshold must be a number, an optimizer spec or a sequence of them, got "
+                            f"{type(x).__name__}")
+        return float(x), threshold_label(x)
+
     if isinstance(threshold, str) or not isinstance(threshold, Sequence):
-        raise TypeError(f"threshold must be a number or a sequence of numbers, got {type(threshold).__name__}")
-    values = [float(x) for x in threshold]
+        return [one(threshold)]
+    values = [one(x) for x in threshold]
     if len(values) != n:
         raise ValueError(f"threshold: expected one number or one per run ({n}), got {len(values)}")
     return values
@@ -40,7 +51,7 @@ def _thresholds(threshold: float | Sequence[float] | None, n: int) -> list[float
 
 def sharpness_curve(
     *runs: Any,
-    threshold: float | Sequence[float] | None = None,
+    threshold: Any = None,
     preconditioned: bool = False,
     labels: Sequence[str] | None = None,
     loss: bool = True,
@@ -57,9 +68,10 @@ def sharpness_curve(
     Args:
         runs: trajectories or flow solutions whose ``.sharpness`` was recorded
             (``iterate(..., sharpness_every=N)``, ``solve(..., sharpness_every=N)``).
-        threshold: the line to draw: one number (e.g. ``spec.threshold`` for the preconditioned
-            sharpness) or one per run (e.g. ``2/η`` for GD's raw sharpness at several learning
-            rates, each drawn in its run's colour).
+        threshold: the line to draw: an optimizer spec (its threshold, labelled with its formula:
+            ``spec.threshold`` for the preconditioned sharpness, ``spec.threshold/η`` for the raw
+            sharpness of GD and the momentum methods), a number, or one of either per run (e.g.
+            ``2/η`` for GD's raw sharpness at several learning rates, each in its run's colour).
         preconditioned: plot λ_max(P⁻¹H) instead of λ_max(H).
         labels: one legend label per run (default ``"run i"``).
         loss: add a loss panel underneath (ignored when ``ax`` is given); log scale when the
@@ -75,13 +87,13 @@ def sharpness_curve(
     >>> traj = rodflow.iterate(spec, prob.loss_fn, prob.theta0, 10, sharpness_every=5)
     >>> fig = sharpness_curve(traj, threshold=2 / spec.lr, labels=["gd"])
     >>> [a.get_ylabel() for a in fig.axes]
-    ['λ_max(H)', 'training loss']
+    ['λ_max(H)', 'training loss L(θₖ)']
     """
     if not runs:
         raise ValueError("runs: give at least one trajectory or flow solution")
     if labels is not None and len(labels) != len(runs):
         raise ValueError(f"labels: expected {len(runs)} labels, got {len(labels)}")
-    lines = _thresholds(threshold, len(runs))
+    lines = _thresholds(threshold, len(runs), preconditioned)
     key, step_key = (("preconditioned_sharpness", "preconditioned_step") if preconditioned
                      else ("sharpness", "step"))
     if ax is None:
@@ -92,6 +104,9 @@ def sharpness_curve(
             ax, ax_loss = fig.add_subplot(), None
     else:
         fig, ax_loss = ax.figure, None  # type: ignore[assignment]
+    style_axes(ax)
+    if ax_loss is not None:
+        style_axes(ax_loss)
     positive = True
     for i, run in enumerate(runs):
         series = getattr(run, "sharpness", None) or {}
@@ -99,30 +114,28 @@ def sharpness_curve(
             raise ValueError(f"runs[{i}] has no recorded {key.replace('_', ' ')}: record it with sharpness_every=N")
         steps = series.get(step_key, series.get("step"))
         label = labels[i] if labels is not None else f"run {i}"
-        (line,) = ax.plot(_np(steps), _np(series[key]), marker=".", ms=3, lw=1.3, label=label)
+        (line,) = ax.plot(_np(steps), _np(series[key]), marker=".", ms=3, lw=1.3, label=label, color=colour(label, i))
         if lines is not None and len(lines) > 1:
-            ax.axhline(lines[i], color=line.get_color(), ls="--", lw=1.0, label=f"threshold {lines[i]:.4g}")
+            ax.axhline(lines[i][0], color=line.get_color(), ls="--", lw=1.0, label=lines[i][1])
         if ax_loss is not None:
             values = _np(run.loss)
             positive = positive and bool((values > 0).all())
             ax_loss.plot(_np(run.t), values, lw=1.2, color=line.get_color(), label=label)
     if lines is not None and len(lines) == 1:
-        ax.axhline(lines[0], color="k", ls="--", lw=1.0, label=f"threshold {lines[0]:.4g}")
-    ax.set_ylabel("λ_max(P⁻¹H)" if preconditioned else "λ_max(H)")
-    ax.grid(alpha=0.3)
+        ax.axhline(lines[0][0], color="k", ls="--", lw=1.0, label=lines[0][1])
+    ax.set_ylabel(LABELS["preconditioned_sharpness"] if preconditioned else LABELS["sharpness"])
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
     if logy:
         ax.set_yscale("log")
     if ax_loss is not None:
-        ax_loss.set_ylabel("training loss")
-        ax_loss.set_xlabel("step")
+        ax_loss.set_ylabel(LABELS["loss"])
+        ax_loss.set_xlabel(LABELS["step"])
         if positive:
             ax_loss.set_yscale("log")
-        ax_loss.grid(alpha=0.3)
     else:
-        ax.set_xlabel("step")
+        ax.set_xlabel(LABELS["step"])
     return fig
 
 
@@ -137,14 +150,14 @@ def loss_curves(runs: Mapping[str, Any] | Sequence[Any], *, logy: bool = True, t
         raise ValueError("runs: nothing to plot")
     fig = Figure(figsize=(7.0, 4.2), layout="constrained")
     ax = fig.add_subplot()
-    for label, run in runs.items():
-        ax.plot(_np(run.t), _np(run.loss), label=label, lw=1.4)
+    style_axes(ax)
+    for i, (label, run) in enumerate(runs.items()):
+        ax.plot(_np(run.t), _np(run.loss), label=label, lw=1.4, color=colour(label, i), ls="-" if i < 8 else "--")
     if logy:
         ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
+    ax.set_xlabel(LABELS["step"])
+    ax.set_ylabel(LABELS["loss"])
     ax.legend(fontsize=8, ncols=2)
-    ax.grid(alpha=0.3)
     if title:
         ax.set_title(title)
     return fig
@@ -162,12 +175,21 @@ def tracking(trajectory: Any, comparisons: Mapping[str, Any], *, title: str | No
         raise ValueError("comparisons: nothing to plot")
     fig = Figure(figsize=(7.0, 7.5), layout="constrained")
     ax_d, ax_a, ax_l = fig.subplots(3, 1, sharex=True)
+    for ax in (ax_d, ax_a, ax_l):
+        style_axes(ax)
     k_star = None
-    for label, comp in comparisons.items():
+    floor = np.inf
+    for i, (label, comp) in enumerate(comparisons.items()):
         t = _np(comp.t)
-        ax_d.plot(t, _np(comp.distance), label=label, lw=1.3)
+        dist = _np(comp.distance)
+        ax_d.plot(t, dist, label=label, lw=1.3, color=colour(label, i))
+        # the flow starts *at* the iterates (distance ~1e-16): start the axis where the comparison
+        # means something, at the smallest distance after the first few steps
+        later = dist[3:][dist[3:] > 0]
+        if later.size:
+            floor = min(floor, float(later.min()))
         if label != "stable":
-            ax_a.plot(t, _np(comp.flow_amplitude), label=f"{label}: ‖Δ‖", lw=1.3)
+            ax_a.plot(t, _np(comp.flow_amplitude), label=f"{label}: ‖Δ‖", lw=1.3, color=colour(label, i))
         k_star = comp.k_star if comp.k_star is not None else k_star
     first = next(iter(comparisons.values()))
     ax_a.plot(_np(first.t), _np(first.alternating_amplitude), color="k", lw=0.8, alpha=0.7,
@@ -179,16 +201,17 @@ def tracking(trajectory: Any, comparisons: Mapping[str, Any], *, title: str | No
     for label, sol in (solutions or {}).items():
         if getattr(sol, "predicted_loss", None) is not None:
             ax_l.plot(_np(sol.t), _np(sol.predicted_loss), lw=1.2, label=f"predicted loss {label}")
-    ax_d.set_ylabel("‖θₖ − θ̂ₖ‖")
-    ax_a.set_ylabel("oscillation")
-    ax_l.set_ylabel("loss")
-    ax_l.set_xlabel("step")
+    ax_d.set_ylabel(LABELS["distance"])
+    ax_a.set_ylabel(LABELS["oscillation"])
+    ax_l.set_ylabel(LABELS["loss"])
+    ax_l.set_xlabel(LABELS["step"])
     for ax in (ax_d, ax_a, ax_l):
         ax.set_yscale("log")
-        ax.grid(alpha=0.3)
         if k_star is not None:
             ax.axvline(k_star, color="tab:red", ls=":", lw=1.0)
         ax.legend(fontsize=8)
+    if np.isfinite(floor):
+        ax_d.set_ylim(bottom=0.5 * floor)
     if k_star is not None:
         ax_d.annotate("k*", (k_star, 1), xycoords=("data", "axes fraction"), color="tab:red",
                       xytext=(3, -12), textcoords="offset points")

@@ -7,6 +7,7 @@ import torch
 from matplotlib.figure import Figure
 
 import rodflow
+from rodflow.style import LABELS
 from rodflow import plot
 
 
@@ -28,7 +29,7 @@ def test_sharpness_curve_draws_each_run_and_the_threshold(runs, tmp_path):
     assert [ln.get_label() for ln in lines][:2] == ["iterates", "rod"]
     torch.testing.assert_close(torch.as_tensor(lines[0].get_ydata()), traj.sharpness["preconditioned_sharpness"])
     assert lines[2].get_ydata()[0] == pytest.approx(spec.threshold)
-    assert ax.get_ylabel() == "λ_max(P⁻¹H)" and ax_loss.get_xlabel() == "step"
+    assert ax.get_ylabel() == LABELS["preconditioned_sharpness"] and ax_loss.get_xlabel() == LABELS["step"]
     fig.savefig(tmp_path / "s.png")
     assert (tmp_path / "s.png").stat().st_size > 1000
 
@@ -72,7 +73,7 @@ def test_sharpness_curve_with_one_threshold_per_run(runs):
     run0, line0, run1, line1 = ax.get_lines()
     assert [line0.get_ydata()[0], line1.get_ydata()[0]] == pytest.approx([10.0, 5.0])
     assert line0.get_color() == run0.get_color() and line1.get_color() == run1.get_color()
-    assert ax.get_ylabel() == "λ_max(H)"
+    assert ax.get_ylabel() == LABELS["sharpness"]
     torch.testing.assert_close(torch.as_tensor(run0.get_ydata()), gds[0].sharpness["sharpness"])
     assert [ln.get_color() for ln in ax_loss.get_lines()] == [run0.get_color(), run1.get_color()]
     assert ax_loss.get_yscale() == "log"
@@ -90,3 +91,14 @@ def test_sharpness_curve_keeps_a_linear_loss_axis_for_non_positive_losses():
     assert fig.axes[1].get_yscale() == "linear"
     assert tuple(fig.get_size_inches()) == pytest.approx((4.0, 3.0))
     assert len(plot.sharpness_curve(traj, loss=False).axes) == 1
+
+
+def test_threshold_of_a_spec_is_labelled_with_its_formula(runs):
+    traj, spec = runs[1], rodflow.optimizer("adam", lr=1e-2)
+    fig = rodflow.plot.sharpness_curve(traj, threshold=spec, preconditioned=True)
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert "threshold (2 + 2β₁)/(1 − β₁) = 38" in labels
+    gd = rodflow.optimizer("gd", lr=0.5)
+    fig = rodflow.plot.sharpness_curve(traj, threshold=gd, preconditioned=False)
+    line = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("threshold")][0]
+    assert line.get_ydata()[0] == pytest.approx(4.0) and line.get_label() == "threshold 2/η = 4"

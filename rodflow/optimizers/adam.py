@@ -178,3 +178,7 @@ class Adam(AdamMoments):
         if self.nesterov:
             return (2.0 + 2.0 * b) / ((1.0 - b) * (1.0 + 2.0 * b))
         return (2.0 + 2.0 * b) / (1.0 - b)
+
+    @property
+    def threshold_formula(self) -> str:
+        return "(2 + 2β₁)/((1 − β₁)(1 + 2β₁))" if self.nesterov else "(2 + 2β₁)/(1 − β₁)"

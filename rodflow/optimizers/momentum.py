@@ -52,6 +52,10 @@ class GD(OptimizerSpec):
     def threshold(self) -> float:
         return 2.0
 
+    @property
+    def threshold_formula(self) -> str:
+        return "2"
+
 
 @dataclass(frozen=True, kw_only=True)
 class Momentum(OptimizerSpec):
@@ -89,3 +93,7 @@ class Momentum(OptimizerSpec):
     def threshold(self) -> float:
         b = self.momentum
         return (2.0 + 2.0 * b) / (1.0 + 2.0 * b) if self.nesterov else 2.0 + 2.0 * b
+
+    @property
+    def threshold_formula(self) -> str:
+        return "(2 + 2β)/(1 + 2β)" if self.nesterov else "2 + 2β"

@@ -69,3 +69,7 @@ class RMSProp(OptimizerSpec):
     @property
     def threshold(self) -> float:
         return 2.0
+
+    @property
+    def threshold_formula(self) -> str:
+        return "2"

@@ -155,6 +155,11 @@ class OptimizerSpec(ABC):
     def threshold(self) -> float:
         """The edge-of-stability value of λ_max(P⁻¹H) for this optimizer."""
 
+    @property
+    @abstractmethod
+    def threshold_formula(self) -> str:
+        """:attr:`threshold` as a formula in the hyperparameters (``"(2 + 2β₁)/(1 − β₁)"``), for labels."""
+
     # ------------------------------------------------------------------ the map
     def init(self, theta: Tensor) -> PhaseState:
         """The initial state at ``theta`` (zero moments, ``t = 0``)."""

@@ -95,6 +95,10 @@ class VRAdamSpec(AdamMoments):
         b = self.betas[0]
         return (2.0 + 2.0 * b) / (1.0 - b)
 
+    @property
+    def threshold_formula(self) -> str:
+        return "(2 + 2β₁)/(1 − β₁)"
+
 
 def __getattr__(name: str) -> type:
     # ``VRAdam`` was this class's name; it is now ``VRAdamSpec`` so that it cannot be mistaken for
