@@ -7,8 +7,8 @@ import torch
 from matplotlib.figure import Figure
 
 import rodflow
-from rodflow.style import LABELS
 from rodflow import plot
+from rodflow.style import LABELS
 
 
 @pytest.fixture(scope="module")
@@ -100,5 +100,5 @@ def test_threshold_of_a_spec_is_labelled_with_its_formula(runs):
     assert "threshold (2 + 2β₁)/(1 − β₁) = 38" in labels
     gd = rodflow.optimizer("gd", lr=0.5)
     fig = rodflow.plot.sharpness_curve(traj, threshold=gd, preconditioned=False)
-    line = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("threshold")][0]
+    line = next(ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("threshold"))
     assert line.get_ydata()[0] == pytest.approx(4.0) and line.get_label() == "threshold 2/η = 4"
