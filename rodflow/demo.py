@@ -35,7 +35,8 @@ def run_zoo(prob: Any, steps: int) -> tuple[list[dict[str, Any]], dict[str, Any]
         t0 = time.perf_counter()
         traj = rodflow.iterate(spec, prob.loss_fn, prob.theta0, steps)
         dt = time.perf_counter() - t0
-        trajs[name] = traj
+        trajs[f"{name} (lr {spec.lr:g})"] = traj
+        print(f"  {name:15s} {steps} steps in {dt:5.1f} s, final loss {float(traj.loss[-1]):.4g}", flush=True)
         rows.append({"optimizer": name, "lr": spec.lr, "final loss": f"{float(traj.loss[-1]):.4g}",
                      "steps/s": f"{steps / dt:.0f}"})
     return rows, trajs
@@ -68,27 +69,33 @@ def _run(args: argparse.Namespace) -> int:
               "threads": args.threads}
     print(f"rodflow demo: {config['problem']} ({prob.dim} parameters), seed {args.seed}\n")
 
+    print(f"[1/3] the zoo: {len(rodflow.OPTIMIZERS)} optimizers × {args.steps} full-batch steps", flush=True)
     rows, trajs = run_zoo(prob, args.steps)
     print(_table(rows, ["optimizer", "lr", "final loss", "steps/s"]))
-    fig = plot.loss_curves(trajs, title="The zoo on digits (full batch)")
+    fig = plot.loss_curves(trajs, title=f"The zoo on digits: {prob.dim} parameters, full batch, seed {args.seed}")
     fig.savefig(args.out / "demo_losses.png", dpi=120)
     print(f"\nwrote {args.out / 'demo_losses.png'}")
 
     # Adam into the edge of stability, its preconditioned sharpness, and its two flows
     spec = rodflow.optimizer("adam", lr=args.eos_lr)
+    print(f"\n[2/3] Adam (lr {args.eos_lr:g}) for {args.eos_steps} steps, sharpness every 10 steps", flush=True)
     traj = rodflow.iterate(spec, prob.loss_fn, prob.theta0, args.eos_steps, sharpness_every=10,
                            config={"seed": args.seed})
-    fig = plot.sharpness_curve(traj, threshold=spec.threshold, preconditioned=True, labels=["adam iterates"])
+    fig = plot.sharpness_curve(traj, threshold=spec, preconditioned=True, labels=[f"adam, lr {args.eos_lr:g}"],
+                               title="Adam's preconditioned sharpness rises to its threshold and hovers there")
     fig.savefig(args.out / "demo_sharpness.png", dpi=120)
     from rodflow.compare import eos_onset
 
     k_star = eos_onset(traj.sharpness, spec.threshold)
     start = max(0, (k_star if k_star is not None else args.eos_steps // 2) - 60)
+    print(f"[3/3] stable and rod flows from step {start} (dopri5)", flush=True)
     sols = {}
     for name, flow in (("stable", rodflow.stable_flow(spec, prob.loss_fn)), ("rod", rodflow.rod_flow(spec, prob.loss_fn))):
         t0 = time.perf_counter()
         sols[name] = flow.solve(traj, start=start, rtol=1e-5, atol=1e-8)
         sols[name].config["seconds"] = time.perf_counter() - t0
+        print(f"  {name:6s} flow: {sols[name].config['seconds']:5.1f} s, {sols[name].config['grad_evals']} gradient "
+              "evaluations", flush=True)
     comps = {name: rodflow.compare(traj, sol) for name, sol in sols.items()}
     print(f"\nAdam (lr={args.eos_lr}) reaches its threshold λ_max(P⁻¹H) = {spec.threshold:.1f} at step {k_star}; "
           f"both flows start from the iterates at step {start}")
