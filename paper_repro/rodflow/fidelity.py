@@ -141,19 +141,11 @@ def report(rows: list[dict[str, Any]], out_md: Path, out_png: Path | None, comma
                                          if r["optimizer"] in OPTIMIZERS else 99)):
         v = r["variants"]
 
-        def get(tag: str, key: str) -> Any:
+        def get(tag: str, key: str, v: dict[str, Any] = v) -> Any:
             return v.get(tag, {}).get(key)
 
         cells = [r["data"], str(r["seed"]), r["optimizer"], _f(r["hyperparameters"].get("lr")), _f(r["k_star"]),
                  str(r["start"])]
-        per = []
-        for tag in VARIANTS:
-            if tag not in v:
-                continue
-            if "failed" in v[tag]:
-                per.append(f"{tag}: failed")
-                continue
-            per.append(tag)
         ratio_pf = {o: _ratio(get(f"stable{o}", "eos_window_phase_free_distance"),
                               get(f"rod{o}", "eos_window_phase_free_distance")) for o in (1, 2)}
         ratio_par = {o: _ratio(get(f"stable{o}", "eos_mean_distance"), get(f"rod{o}", "eos_mean_distance"))
@@ -171,7 +163,7 @@ def report(rows: list[dict[str, Any]], out_md: Path, out_png: Path | None, comma
                   _f(get("stable2", "grad_evals_per_step"), 3), _f(get("rod2", "grad_evals_per_step"), 3),
                   "; ".join(f"{t}: {v[t]['failed'][:60]}" for t in v if "failed" in v[t]) or "–"]
         lines.append("| " + " | ".join(cells) + " |")
-    cols = head + ["stable2 EoS pf", "rod2 EoS pf", "ratio pf (2)", "ratio parity (2)", "stable1 EoS pf",
+    cols = [*head, "stable2 EoS pf", "rod2 EoS pf", "ratio pf (2)", "ratio parity (2)", "stable1 EoS pf",
                    "rod1 EoS pf", "ratio pf (1)", "ratio parity (1)", "legacy rod EoS pf", "stable2 pre", "rod2 pre",
                    "onset rod2 / iterates", "rod2 amp err", "rod2 centre dist", "grads/step stable2",
                    "grads/step rod2", "failures"]
