@@ -100,7 +100,7 @@ def run_case(data: str, seed: int, name: str, hp: dict[str, Any], n: int, width:
         t0 = time.perf_counter()
         try:
             sol = flow.solve(traj, start=start, method=method, rtol=rtol, atol=atol,
-                             options={"max_num_steps": 200 * (steps - start)})
+                             options={"max_num_steps": 40 * (steps - start)})
         except rodflow.IntegrationError as err:
             row["variants"][tag] = {"failed": str(err)[:200], "grad_evals": flow.nfe_grad}
             continue
