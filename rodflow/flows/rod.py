@@ -37,16 +37,31 @@ optimizer's Jacobian has the eigenvalue −1: at each optimizer's own threshold.
 field at the pre-update moments instead gives the right threshold but a wrong growth rate.)
 With Δ = μ = 0 the rod flow is the stable flow.
 
-**Floor.** Before the edge of stability Δ decays like ``exp(−(2 − S)t)`` and can underflow to
-exactly 0, after which the rod is the stable flow forever. The floor adds
-``λ_f · max(0, 1 − ‖Δ‖/(ρ‖W‖))² · (Δ, μ)`` to ``(Δ̇, μ̇)`` (squared so that the field stays
-continuously differentiable, which adaptive solvers need): it only acts while ‖Δ‖ < ρ‖W‖, keeps
-the direction of (Δ, μ) (which the linear dynamics align with the least stable mode), and is
-off once the rod has inflated. ``ρ`` (``floor``, default 10⁻¹⁰, far below any oscillation that
-matters and far above float64 underflow) sets the smallest relative rod width; ``λ_f``
-(``floor_rate``, default 4.5) how strongly it is held. The linearised rod decays at a rate κ of
-at most 2 for any stable optimizer (the eigenvalues of ``A`` have real part ≥ −1); the width
-settles where ``λ_f(1 − r)² = κ``, so with λ_f = 4.5 at no less than ρ(1 − √(2/4.5)) = ρ/3.
+**Order.** ``order=1`` integrates the increment ``F`` of the rod map (above); ``order=2`` the
+look-behind field ``F(t − ½, Z − ½F(t, Z))``, the rod map's second-order modified equation
+``F − ½(∂_tF + F′F)``: its linearised top-mode rate is ``ε − ε²/2`` where the map multiplies by
+``1 + ε`` (exact: ``ln(1 + ε)``; first order: ``ε``).
+
+**Initial state.** ``init="7pt"`` fits W, Δ (and M, μ) with the seven-point binomial filter,
+which cancels the drift up to degree 5 (``init="3pt"``, the three-point fit, counts the drift's
+second difference as oscillation; see ``docs/flows.md``).
+
+**Floor.** Before the edge of stability Δ decays like ``exp(−σt)`` (σ ≤ 2 the decay rate of the
+least stable alternating mode) and can underflow to exactly 0, after which the rod is the stable
+flow forever. The floor adds ``λ_f · max(0, 1 − ‖Δ‖/(ρ‖W‖))² · (Δ, μ)`` to ``(Δ̇, μ̇)``, outside
+the look-behind (squared so that the field stays continuously differentiable, which adaptive
+solvers need): it only acts while ‖Δ‖ < ρ‖W‖, keeps the direction of (Δ, μ) (which the linear
+dynamics align with the least stable mode), and is off once the rod has inflated. ``ρ`` sets the
+smallest relative rod width: ``floor="roundoff"`` is the iterates' own rounding level
+(:data:`ROUNDOFF` × the machine epsilon of their dtype), the noise from which their oscillation
+grows; a number sets ρ itself; ``None`` switches the floor off. ``λ_f`` (``floor_rate``) sets how
+strongly it is held: the width settles where ``λ_f(1 − r)² = σ``. The decay rate σ of a stable
+alternating mode is at most 2 at first order (the eigenvalues of ``A`` have real part ≥ −1) and
+at most 4 under the look-behind (``σ = 2 + ½·2²``), so the default λ_f = 4.5 × order holds the
+width at no less than ρ(1 − √(2/4.5)) = ρ/3. With ``floor="roundoff"`` a rod narrower than
+10⁻⁶‖W‖ (where ``W ± Δ`` loses Δ to rounding) is evaluated as a linear response,
+``ḡ = ∇L(W)``, ``g̃ = ∇²L(W)Δ`` (one Hessian-vector product), and Δ, μ get an absolute tolerance
+10⁻¹⁰ times the others'.
 """
 
 from __future__ import annotations
@@ -58,26 +73,48 @@ from torch import Tensor
 
 from ..derivatives import LossFn
 from ..optimizers.spec import OptimizerSpec
+from ..sharpness import HessianOperator
 from ..trajectory import Trajectory
-from .base import Flow, Y, _three_point
+from .base import Flow, Y, _seven_point, _three_point
+from .parts import RodGradients, RodState, pack, rod_gradients, rod_increment, rod_moments, rod_step_sizes, unpack
 
-__all__ = ["RodFlow", "rod_flow"]
+__all__ = ["INITS", "ROUNDOFF", "RodFlow", "rod_flow"]
+
+#: Initial fits of the rod to the iterates.
+INITS = ("3pt", "7pt")
+#: ``floor="roundoff"``: ρ = ROUNDOFF × the machine epsilon of the iterates' dtype (the unit
+#: roundoff; chosen on the quadratic-plus-quartic toy of ``tests/flows/test_rod_variants.py``).
+ROUNDOFF = 0.5
+#: Relative rod width below which ``floor="roundoff"`` evaluates the rod as a linear response.
+LINEAR_BELOW = 1e-6
+#: Absolute tolerance of Δ, μ relative to the others' with ``floor="roundoff"``.
+ROUNDOFF_ATOL = 1e-10
+
+
+def _roundoff(dtype: torch.dtype) -> float:
+    return ROUNDOFF * torch.finfo(dtype).eps
 
 
 class RodFlow(Flow):
-    """The rod flow of ``spec`` on ``loss_fn``; state ``(W, Δ[, M, μ][, N])``."""
+    """The rod flow of ``spec`` on ``loss_fn``; state :class:`~rodflow.flows.parts.RodState` ``(W, Δ[, M, μ][, N])``."""
 
     kind = "rod"
 
-    def __init__(self, spec: OptimizerSpec, loss_fn: LossFn, *, rate: str = "step", floor: float | None = 1e-10,
-                 floor_rate: float = 4.5):
-        super().__init__(spec, loss_fn, rate=rate)
-        if floor is not None and not (isinstance(floor, int | float) and 0 < floor < 1):
-            raise ValueError(f"floor must be None or a relative width in (0, 1), got {floor!r}")
-        if not (isinstance(floor_rate, int | float) and floor_rate >= 0):
+    def __init__(self, spec: OptimizerSpec, loss_fn: LossFn, *, rate: str = "step", order: int = 2,
+                 init: str = "7pt", floor: float | str | None = "roundoff", floor_rate: float | None = None):
+        super().__init__(spec, loss_fn, rate=rate, order=order)
+        if floor_rate is None:
+            floor_rate = 4.5 * self.order
+        if floor != "roundoff" and floor is not None and not (
+                isinstance(floor, int | float) and not isinstance(floor, bool) and 0 < floor < 1):
+            raise ValueError(f"floor must be None, 'roundoff' or a relative width in (0, 1), got {floor!r}")
+        if isinstance(floor_rate, bool) or not (isinstance(floor_rate, int | float) and floor_rate >= 0):
             raise ValueError(f"floor_rate must be a non-negative number, got {floor_rate!r}")
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
         self.floor = floor
         self.floor_rate = float(floor_rate)
+        self.init = init
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -88,63 +125,90 @@ class RodFlow(Flow):
             out.append("N")
         return tuple(out)
 
+    def state(self, y: Y) -> RodState:
+        """The typed state of solver tuple ``y``."""
+        return unpack(RodState, self.names, y)
+
+    def rho(self, dtype: torch.dtype) -> float | None:
+        """The floor's relative width ρ for iterates of ``dtype`` (``None`` without a floor)."""
+        if self.floor == "roundoff":
+            return _roundoff(dtype)
+        return None if self.floor is None else float(self.floor)
+
+    # ------------------------------------------------------------------ the field, in parts
+    def _linear(self, w: Tensor, delta: Tensor) -> tuple[Tensor, Tensor]:
+        """``(∇L(W), ∇²L(W)Δ)``: one gradient with its graph and one Hessian-vector product."""
+        self.nfe_grad += 2
+        op = HessianOperator(self.loss_fn, w)
+        return op.grad.detach(), op(delta).detach()
+
+    def gradients(self, w: Tensor, delta: Tensor) -> RodGradients:
+        """Part 1 (see :func:`~rodflow.flows.parts.rod_gradients`), linearised for a rod below the rounding of W."""
+        linear = None
+        if self.floor == "roundoff":
+            wn = torch.linalg.vector_norm(w)
+            if bool(torch.linalg.vector_norm(delta) < LINEAR_BELOW * wn):
+                linear = self._linear
+        return rod_gradients(self.spec, self._g, w, delta, linear)
+
+    def increment(self, t: float, y: Y) -> Y:
+        """The rod map's one-step increment: gradients → moments → step sizes → assembly."""
+        s = self.spec
+        z = self.state(y)
+        tn = t + 1.0
+        grads = self.gradients(z.W, z.Delta)
+        mom = rod_moments(s, z, grads)
+        f = rod_increment(s, z, grads, mom, rod_step_sizes(s, mom, tn), tn)
+        if f.M is not None:
+            f = f._replace(M=self._relax(s.beta) * f.M)
+        if f.N is not None:
+            assert s.beta2 is not None
+            f = f._replace(N=self._relax(s.beta2) * f.N)
+        return pack(f)
+
     def _floor_gain(self, w: Tensor, delta: Tensor) -> Tensor | float:
-        if self.floor is None or self.floor_rate == 0:
+        rho = self.rho(w.dtype)
+        if rho is None or self.floor_rate == 0:
             return 0.0
-        ratio = torch.linalg.vector_norm(delta) / (self.floor * torch.linalg.vector_norm(w)).clamp_min(1e-300)
+        ratio = torch.linalg.vector_norm(delta) / (rho * torch.linalg.vector_norm(w)).clamp_min(1e-300)
         return self.floor_rate * (1.0 - ratio).clamp_min(0.0).square()
 
-    def field(self, t: Tensor | float, y: Y) -> Y:
-        s = self.spec
-        x = self.unpack(y)
-        tn = float(t) + 1.0
-        w, delta = x["W"], x["Delta"]
-        gp, gm = self._g(w + delta), self._g(w - delta)
-        gbar, gtil = 0.5 * (gp + gm), 0.5 * (gp - gm)
-        mp = mup = None
-        if "M" in x:
-            mp = s.next_m(x["M"], gbar)
-            mup = -s.beta * x["mu"] - s.moment_coef * gtil
-        np_ = None
-        if "N" in x:
-            np_ = s.next_v(x["N"], 0.5 * (s.second_moment(gp) + s.second_moment(gm)))
-        d_bar: Tensor | float
-        d_til: Tensor | float
-        u_bar = s.direction(mp, gbar, tn)
-        u_til = s.direction(None if mup is None else -mup, gtil, tn)
-        if mp is None:
-            d_bar, d_til = s.step_size(mp, np_, tn), 0.0
-        else:
-            assert mup is not None
-            # the step size may depend on the moment (VRAdam): even and odd steps differ
-            d_even, d_odd = s.step_size(mp - mup, np_, tn), s.step_size(mp + mup, np_, tn)
-            d_bar, d_til = 0.5 * (d_even + d_odd), 0.5 * (d_even - d_odd)
-        gain = self._floor_gain(w, delta)
-        out = [-(d_bar * u_bar + d_til * u_til), -2.0 * delta + d_bar * u_til + d_til * u_bar + gain * delta]
-        if mp is not None:
-            assert mup is not None
-            out += [self._relax(s.beta) * (mp - x["M"]), mup - x["mu"] + gain * x["mu"]]
-        if np_ is not None:
-            assert s.beta2 is not None
-            out.append(self._relax(s.beta2) * (np_ - x["N"]))
-        return tuple(out)
+    def _extra(self, t: float, y: Y, f: Y) -> Y:
+        z, dz = self.state(y), self.state(f)
+        gain = self._floor_gain(z.W, z.Delta)
+        dz = dz._replace(Delta=dz.Delta + gain * z.Delta)
+        if dz.mu is not None:
+            assert z.mu is not None
+            dz = dz._replace(mu=dz.mu + gain * z.mu)
+        return pack(dz)
 
+    # ------------------------------------------------------------------ states
     def initial(self, trajectory: Trajectory, step: int = 0, *, seed: int = 0) -> Y:
-        """Three-point fit of the rod to the iterates around ``step`` (one-sided at the first row).
+        """The rod fitted to the iterates around ``step``: ``W, Δ`` (and ``M, μ``) from ``init``, ``N = v_k``.
 
-        ``W = (w₋ + 2w₀ + w₊)/4``, ``Δ = (−1)^k (2w₀ − w₋ − w₊)/4``, likewise ``M, μ``; ``N = v_k``.
-        A run that starts from rest (``t = 0``: zero moments) has no oscillation yet, and Δ = μ = 0
-        would be a fixed point of the field; the rod then starts at ``W = w₀`` with a seeded random
-        Δ of relative size ρ = ``floor`` (10⁻¹⁰ without a floor), which stands in for the rounding
-        noise from which the iterates' own oscillation grows.
+        ``init="7pt"``: the seven-point binomial filter (rows ``k − 3 … k + 3``, or the nearest
+        seven consecutive rows near the ends of the record). ``init="3pt"``: ``W = (w₋ + 2w₀ + w₊)/4``,
+        ``Δ = (−1)^k (2w₀ − w₋ − w₊)/4`` (one-sided at the first row). With ``init="3pt"`` a run that
+        starts from rest (``t = 0``: zero moments) is taken to have no oscillation yet, and since
+        Δ = μ = 0 would be a fixed point of the field the rod starts at ``W = w₀`` with a seeded random
+        Δ of relative size ρ (the floor's; 10⁻¹⁰ without a floor), standing in for the rounding noise
+        from which the iterates' own oscillation grows. ``init="7pt"`` fits step 0 like any other
+        (one-sided, from steps 0…6): a start above the threshold oscillates from the first step, with
+        the initial point's own component along the unstable mode.
         """
-        k, _ = self._rows(trajectory, step, span=2)
+        self._check_layout(trajectory)
+        if self.init == "3pt":
+            k, _ = self._rows(trajectory, step, span=2)
+            lo = hi = -1
+        else:
+            k, lo, hi = self._window(trajectory, step, half=3)
         has_m = "M" in self.names
-        if int(trajectory.t[k]) == 0:
+        if int(trajectory.t[k]) == 0 and self.init == "3pt":
             w = trajectory.theta[k]
             gen = torch.Generator().manual_seed(seed)
             xi = torch.randn(w.shape, generator=gen, dtype=w.dtype).to(w.device)
-            rho = self.floor if self.floor is not None else 1e-10
+            rho = self.rho(w.dtype)
+            rho = 1e-10 if rho is None else rho
             delta = rho * torch.linalg.vector_norm(w) * xi / torch.linalg.vector_norm(xi)
             out = [w, delta]
             if has_m:
@@ -152,34 +216,43 @@ class RodFlow(Flow):
                 out += [trajectory.m[k], torch.zeros_like(w)]
         else:
             sign = -1.0 if step % 2 else 1.0
-            w, dw = _three_point(trajectory.theta, k, 0)
+
+            def fit(x: Tensor) -> tuple[Tensor, Tensor]:
+                return _three_point(x, k, 0) if self.init == "3pt" else _seven_point(x, k, lo, hi)
+
+            w, dw = fit(trajectory.theta)
             out = [w, sign * dw]
             if has_m:
                 assert trajectory.m is not None
-                m, dm = _three_point(trajectory.m, k, 0)
+                m, dm = fit(trajectory.m)
                 out += [m, sign * dm]
         return self._with_v(trajectory, k, out)
 
     def predict(self, step: Tensor, ys: Y) -> dict[str, Tensor | None]:
-        x = dict(zip(self.names, ys))
-        sign = (1.0 - 2.0 * (step % 2)).to(x["W"]).unsqueeze(1)  # [n, 1]
+        z = self.state(ys)
+        sign = (1.0 - 2.0 * (step % 2)).to(z.W).unsqueeze(1)  # [n, 1]
         m = None
-        if "M" in x:
-            m = x["M"] + sign * x["mu"]
-        return {"theta": x["W"] + sign * x["Delta"], "centre": x["W"], "delta": x["Delta"], "m": m,
-                "v": x.get("N")}
+        if z.M is not None:
+            assert z.mu is not None
+            m = z.M + sign * z.mu
+        return {"theta": z.W + sign * z.Delta, "centre": z.W, "delta": z.Delta, "m": m, "v": z.N}
 
-    def _atol(self, atol: float) -> tuple[float, ...]:
+    def _atol(self, atol: float, y0: Y) -> tuple[float, ...]:
         # before EoS the rod lives at the relative width ρ: resolve it, not just the centre
-        rho = self.floor if self.floor is not None else 1e-10
+        rho = self.rho(y0[0].dtype)
+        scale = ROUNDOFF_ATOL if self.floor == "roundoff" else (1e-10 if rho is None else rho)
         small = ("Delta", "mu")
-        return tuple(atol * rho if name in small else atol for name in self.names)
+        return tuple(atol * scale if name in small else atol for name in self.names)
 
     def _extra_config(self) -> dict[str, Any]:
-        return {"floor": self.floor, "floor_rate": self.floor_rate}
+        return {"init": self.init, "floor": self.floor, "floor_rate": self.floor_rate}
 
 
-def rod_flow(spec: OptimizerSpec, loss_fn: LossFn, *, floor: float | None = 1e-10, floor_rate: float = 4.5,
-             rate: str = "step") -> RodFlow:
-    """The rod flow of optimizer ``spec`` on ``loss_fn`` (see :class:`RodFlow`)."""
-    return RodFlow(spec, loss_fn, rate=rate, floor=floor, floor_rate=floor_rate)
+def rod_flow(spec: OptimizerSpec, loss_fn: LossFn, *, order: int = 2, init: str = "7pt",
+             floor: float | str | None = "roundoff", floor_rate: float | None = None, rate: str = "step") -> RodFlow:
+    """The rod flow of optimizer ``spec`` on ``loss_fn`` (see :class:`RodFlow`).
+
+    Defaults: the look-behind (second-order) field, the seven-point initial fit and the roundoff
+    floor. ``order=1, init="3pt", floor=1e-10`` is the first-order rod of the first release.
+    """
+    return RodFlow(spec, loss_fn, rate=rate, order=order, init=init, floor=floor, floor_rate=floor_rate)

@@ -93,8 +93,8 @@ def test_floor_holds_the_rod_width_where_it_would_collapse():
     spec = rodflow.optimizer("gd", lr=0.5)
     traj = rodflow.iterate(spec, prob.loss_fn, prob.theta0, steps=200)
     rho = 1e-8
-    held = rodflow.rod_flow(spec, prob.loss_fn, floor=rho).solve(traj)
-    free = rodflow.rod_flow(spec, prob.loss_fn, floor=None).solve(traj)
+    held = rodflow.rod_flow(spec, prob.loss_fn, init="3pt", floor=rho).solve(traj)
+    free = rodflow.rod_flow(spec, prob.loss_fn, init="3pt", floor=None).solve(traj)
     rel = torch.linalg.vector_norm(held.delta, dim=1) / torch.linalg.vector_norm(held.centre, dim=1)
     assert float(rel[20:].min()) > rho / 3 * 0.99
     assert float(rel.max()) < rho * 1.01
@@ -143,7 +143,7 @@ def test_euler_step_of_the_rod_is_the_average_of_an_even_and_an_odd_step(name, s
     """The rod map is exact for period two: one Euler step of size 1 averages and differences the
     optimizer's steps from W + Δ and W − Δ (exact for methods whose step size has no ν)."""
     spec = rodflow.optimizer(name, **CASES[name])
-    flow = rodflow.rod_flow(spec, small_mlp.loss_fn, floor=None)
+    flow = rodflow.rod_flow(spec, small_mlp.loss_fn, order=1, floor=None)
     gen = torch.Generator().manual_seed(0)
     d = small_mlp.dim
     w = small_mlp.theta0

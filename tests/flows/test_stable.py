@@ -79,7 +79,7 @@ def test_integrate_agrees_with_solve_ivp(name, kind):
     spec = rodflow.optimizer(name, **_hp(name))
     traj = rodflow.iterate(spec, prob.loss_fn, prob.theta0, steps=12)
     flow = (rodflow.stable_flow(spec, prob.loss_fn) if kind == "stable"
-            else rodflow.rod_flow(spec, prob.loss_fn, floor=None))
+            else rodflow.rod_flow(spec, prob.loss_fn, order=1, floor=None))
     y0 = flow.initial(traj, step=0)
     res = rodflow.integrate(flow.field, y0, torch.arange(13.0, dtype=torch.float64), rtol=1e-11, atol=1e-13)
     ours = torch.cat([y.reshape(13, -1) for y in res.ys], dim=1).numpy()

@@ -1,0 +1,186 @@
+r"""The parts that the flows' vector fields are assembled from: pure functions over typed states.
+
+A flow's state is a :class:`typing.NamedTuple` (``StableState``, ``RodState``) whose entries are
+``None`` where the optimizer lacks them; the solver sees the tuple of the present entries
+(:func:`pack` / :func:`unpack`). The rod field is built in four parts, each reused by every
+variant (first order, look-behind, roundoff floor):
+
+1. :func:`rod_gradients` — ``g± = ∇L(W ± Δ)``, ``ḡ = (g₊ + g₋)/2``, ``g̃ = (g₊ − g₋)/2`` and
+   ``sq̄ = ½[sq(g₊) + sq(g₋)]``; for a rod narrower than the rounding of ``W`` the linear response
+   ``ḡ = ∇L(W)``, ``g̃ = ∇²L(W)Δ`` (one Hessian-vector product), ``sq̄ = sq(ḡ) + sq(g̃)``;
+2. :func:`rod_moments` — ``M⁺ = βM + aḡ``, ``μ⁺ = −βμ − a g̃``, ``N⁺ = β₂N + (1 − β₂)sq̄``;
+3. :func:`rod_step_sizes` — ``D̄, D̃ = ½[D(M⁺ − μ⁺, N⁺) ± D(M⁺ + μ⁺, N⁺)]`` (D̃ = 0 unless the step
+   size depends on the moment);
+4. :func:`rod_increment` — the one-step increment ``F = Z' − Z`` of the rod map:
+   ``W' − W = −(D̄Ū + D̃Ũ)``, ``Δ' − Δ = −2Δ + D̄Ũ + D̃Ū``, ``M⁺ − M``, ``μ⁺ − μ``, ``N⁺ − N`` with
+   ``Ū = u(M⁺, ḡ)``, ``Ũ = u(−μ⁺, g̃)``.
+
+The stable flow uses :func:`stable_moments` and :func:`stable_increment` (the rod's parts at
+Δ = μ = 0). :func:`look_behind` turns any one-step increment ``F`` into the second-order field
+``F(t − ½, Z − ½F(t, Z))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, TypeVar
+
+from torch import Tensor
+
+from ..optimizers.spec import OptimizerSpec
+
+__all__ = ["Moments", "RodGradients", "RodState", "StableState", "StepSizes", "look_behind", "pack",
+           "rod_gradients", "rod_increment", "rod_moments", "rod_step_sizes", "stable_increment", "stable_moments",
+           "unpack"]
+
+Y = tuple[Tensor, ...]
+
+
+class StableState(NamedTuple):
+    """State of the stable flow: centre ``W``, first moment ``M``, second moment ``N``."""
+
+    W: Tensor
+    M: Tensor | None = None
+    N: Tensor | None = None
+
+
+class RodState(NamedTuple):
+    """State of the rod flow: ``w_k = W + (−1)^k Δ``, ``m_k = M + (−1)^k μ``, ``v_k = N``."""
+
+    W: Tensor
+    Delta: Tensor
+    M: Tensor | None = None
+    mu: Tensor | None = None
+    N: Tensor | None = None
+
+
+S = TypeVar("S", StableState, RodState)
+
+
+def pack(state: StableState | RodState) -> Y:
+    """The solver's tuple: the entries of ``state`` that are present, in order."""
+    return tuple(x for x in state if x is not None)
+
+
+def unpack(cls: type[S], names: Sequence[str], y: Sequence[Tensor]) -> S:
+    """The typed state of solver tuple ``y`` whose entries are named ``names``."""
+    if len(y) != len(names):
+        raise ValueError(f"y: expected a tuple of {len(names)} tensors {tuple(names)}, got {len(y)}")
+    return cls(**dict(zip(names, y)))
+
+
+class RodGradients(NamedTuple):
+    """``ḡ``, ``g̃`` and ``sq̄`` (``None`` without a second moment)."""
+
+    gbar: Tensor
+    gtil: Tensor
+    sq: Tensor | None
+
+
+class Moments(NamedTuple):
+    """Post-update moments ``M⁺``, ``μ⁺``, ``N⁺`` (``None`` where the optimizer lacks them)."""
+
+    M: Tensor | None
+    mu: Tensor | None
+    N: Tensor | None
+
+
+class StepSizes(NamedTuple):
+    """``D̄`` and ``D̃``: the mean and half-difference of the even and odd steps' step sizes."""
+
+    bar: Tensor | float
+    til: Tensor | float
+
+
+def rod_gradients(spec: OptimizerSpec, grad: Callable[[Tensor], Tensor], w: Tensor, delta: Tensor,
+                  linear: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None) -> RodGradients:
+    """Part 1: the gradients at the rod's ends, ``g± = ∇L(W ± Δ)``.
+
+    With ``linear`` (a function ``(W, Δ) ↦ (∇L(W), ∇²L(W)Δ)``) the linear response is used instead:
+    ``ḡ = ∇L(W)``, ``g̃ = ∇²L(W)Δ``, exact to O(‖Δ‖²) and free of the cancellation in
+    ``g(W + Δ) − g(W − Δ)`` when ``W ± Δ`` rounds to ``W``.
+    """
+    if linear is not None:
+        gbar, gtil = linear(w, delta)
+        sq = None if spec.beta2 is None else spec.second_moment(gbar) + spec.second_moment(gtil)
+        return RodGradients(gbar, gtil, sq)
+    gp, gm = grad(w + delta), grad(w - delta)
+    sq = None if spec.beta2 is None else 0.5 * (spec.second_moment(gp) + spec.second_moment(gm))
+    return RodGradients(0.5 * (gp + gm), 0.5 * (gp - gm), sq)
+
+
+def _n(n: Tensor | None) -> Tensor | None:
+    # a solver stage may overshoot N below 0 in the first steps of an adaptive run; N ≥ 0 is
+    # the model's domain (√N), and clamping is the identity on it
+    return None if n is None else n.clamp_min(0.0)
+
+
+def rod_moments(spec: OptimizerSpec, z: RodState, grads: RodGradients) -> Moments:
+    """Part 2: ``M⁺ = βM + aḡ``, ``μ⁺ = −βμ − a g̃``, ``N⁺ = β₂N + (1 − β₂)sq̄``."""
+    mp = mup = None
+    if z.M is not None:
+        assert z.mu is not None
+        mp = spec.next_m(z.M, grads.gbar)
+        mup = -spec.beta * z.mu - spec.moment_coef * grads.gtil
+    n = _n(z.N)
+    np_ = None if n is None else spec.next_v(n, grads.sq)  # type: ignore[arg-type]
+    return Moments(mp, mup, np_)
+
+
+def rod_step_sizes(spec: OptimizerSpec, mom: Moments, tn: float) -> StepSizes:
+    """Part 3: ``D̄, D̃`` at step ``tn`` (the number of the step being taken)."""
+    if mom.M is None:
+        return StepSizes(spec.step_size(None, mom.N, tn), 0.0)
+    assert mom.mu is not None
+    # the step size may depend on the moment (VRAdam): even and odd steps differ
+    d_even, d_odd = spec.step_size(mom.M - mom.mu, mom.N, tn), spec.step_size(mom.M + mom.mu, mom.N, tn)
+    return StepSizes(0.5 * (d_even + d_odd), 0.5 * (d_even - d_odd))
+
+
+def rod_increment(spec: OptimizerSpec, z: RodState, grads: RodGradients, mom: Moments, d: StepSizes,
+                  tn: float) -> RodState:
+    """Part 4: the one-step increment ``Z' − Z`` of the rod map (see the module docstring)."""
+    u_bar = spec.direction(mom.M, grads.gbar, tn)
+    u_til = spec.direction(None if mom.mu is None else -mom.mu, grads.gtil, tn)
+    dw = -(d.bar * u_bar + d.til * u_til)
+    ddelta = -2.0 * z.Delta + d.bar * u_til + d.til * u_bar
+    dm = dmu = dn = None
+    if mom.M is not None:
+        assert z.M is not None and z.mu is not None and mom.mu is not None
+        dm, dmu = mom.M - z.M, mom.mu - z.mu
+    if mom.N is not None:
+        assert z.N is not None
+        dn = mom.N - z.N
+    return RodState(dw, ddelta, dm, dmu, dn)
+
+
+def stable_moments(spec: OptimizerSpec, z: StableState, g: Tensor) -> Moments:
+    """``M⁺ = βM + a g``, ``N⁺ = β₂N + (1 − β₂) sq(g)`` (μ⁺ is absent)."""
+    mp = spec.next_m(z.M, g) if z.M is not None else None
+    n = _n(z.N)
+    np_ = spec.next_v(n, spec.second_moment(g)) if n is not None else None
+    return Moments(mp, None, np_)
+
+
+def stable_increment(spec: OptimizerSpec, z: StableState, g: Tensor, mom: Moments, tn: float) -> StableState:
+    """The one-step increment of the discrete map: ``−D(M⁺, N⁺)u(M⁺, g)``, ``M⁺ − M``, ``N⁺ − N``."""
+    dw = -spec.step_size(mom.M, mom.N, tn) * spec.direction(mom.M, g, tn)
+    dm = None if mom.M is None or z.M is None else mom.M - z.M
+    dn = None if mom.N is None or z.N is None else mom.N - z.N
+    return StableState(dw, dm, dn)
+
+
+def look_behind(f: Callable[[float, Y], Y], t: float, y: Y) -> Y:
+    r"""The second-order field ``F(t − ½, Z − ½F(t, Z))`` of the map ``Z ↦ Z + F(t, Z)``.
+
+    Its Taylor expansion is ``F − ½(∂_tF + F′F) + O(F³)``, the map's second-order modified
+    equation: the time-one flow of ``dZ/dt = F − ½(∂_tF + F′F)`` is ``Z + F + O(F³)``. It needs no
+    Hessian-vector product, only a second evaluation of ``F``.
+    """
+    first = f(t, y)
+    return f(t - 0.5, tuple(a - 0.5 * b for a, b in zip(y, first)))
+
+
+def as_float(t: Tensor | float) -> float:
+    """Flow time as a Python float."""
+    return float(t.item()) if isinstance(t, Tensor) else float(t)

@@ -1,0 +1,239 @@
+"""The rod's variants against references: the exact one-step multiplier's logarithm, the HVP form of
+the modified equation, exact period-two sequences, and the iterates' own onset from rounding noise."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+import rodflow
+from rodflow.flows.parts import RodState, pack
+from rodflow.sharpness import hvp
+
+HP = {
+    "gd": {"lr": 0.1},
+    "heavy_ball": {"lr": 0.1, "momentum": 0.9},
+    "nesterov": {"lr": 0.1, "momentum": 0.9},
+    "scalar_rmsprop": {"lr": 0.01, "alpha": 1 - 1e-12},
+    "rmsprop": {"lr": 0.01, "alpha": 1 - 1e-12},
+    "scalar_adam": {"lr": 0.01, "betas": (0.9, 1 - 1e-12)},
+    "adam": {"lr": 0.01, "betas": (0.9, 1 - 1e-12)},
+    "scalar_nadam": {"lr": 0.01, "betas": (0.9, 1 - 1e-12), "momentum_decay": None},
+    "nadam": {"lr": 0.01, "betas": (0.9, 1 - 1e-12), "momentum_decay": None},
+    "vradam": {"lr": 0.01, "betas": (0.9, 1 - 1e-12), "beta3": 3.0},
+}
+D = 3
+T = 1e13  # bias corrections at 1 (β₁ᵗ = 0, β₂ᵗ = e⁻¹⁰)
+
+
+def _setup(name: str, factor: float):
+    """A quadratic whose preconditioned top eigenvalue is ``factor × threshold`` at its minimum 0.
+
+    β₂ = 1 − 10⁻¹² freezes N, so that the base state (W = 0, M = 0, N) is stationary and the
+    one-step multiplier of (Δ, μ) is a constant matrix.
+    """
+    spec = rodflow.optimizer(name, **HP[name])
+    eig = torch.tensor([1.0, 0.3, 0.1], dtype=torch.float64)
+    target = factor * spec.threshold
+    if spec.beta2 is None:
+        lam, n = eig * target / spec.lr, None
+    else:
+        p = 2.0 / spec.lr  # P = (√N⁺ + ε)/η at bias corrections 1 (N⁺ = N with β₂ → 1)
+        lam = eig * target * p
+        n = torch.tensor((p * spec.lr - spec.eps) ** 2, dtype=torch.float64)  # type: ignore[attr-defined]
+        if not spec.scalar:
+            n = n.expand(D).clone()
+    return spec, torch.diag(lam), n
+
+
+def _discrete_multiplier(spec, h, n) -> np.ndarray:
+    """``A = −∂(w', m')/∂(w, m)`` of the exact optimizer map at the minimum: the alternating part's multiplier."""
+    has_m = spec.has_momentum
+
+    def step(x):
+        w = x[:D]
+        m = x[D:] if has_m else None
+        s = spec.update(rodflow.PhaseState(theta=w, m=m, v=n, t=int(T)), h @ w)
+        return torch.cat([s.theta, s.m]) if has_m else s.theta
+
+    x0 = torch.zeros(2 * D if has_m else D, dtype=torch.float64)
+    return -torch.autograd.functional.jacobian(step, x0).numpy()
+
+
+def _rod_jacobian(spec, h, n, order: int) -> np.ndarray:
+    """Jacobian of the (Δ, μ) part of the rod field at Δ = μ = 0, by central differences (exact for a field
+    that is linear up to even terms)."""
+    prob_loss = lambda th: 0.5 * th @ h @ th  # noqa: E731
+    flow = rodflow.rod_flow(spec, prob_loss, order=order, floor=None)
+    has_m = spec.has_momentum
+    zero = torch.zeros(D, dtype=torch.float64)
+
+    def alt(x):
+        z = RodState(W=zero, Delta=x[:D], M=zero if has_m else None, mu=x[D:] if has_m else None, N=n)
+        out = flow.state(flow.field(torch.tensor(T, dtype=torch.float64), pack(z)))
+        return torch.cat([out.Delta, out.mu]) if has_m else out.Delta
+
+    size = 2 * D if has_m else D
+    eps = 1e-7
+    eye = torch.eye(size, dtype=torch.float64)
+    return torch.stack([(alt(eps * e) - alt(-eps * e)) / (2 * eps) for e in eye], dim=1).numpy()
+
+
+def _log_series(a: np.ndarray, order: int) -> np.ndarray:
+    """``Σ_{j ≤ order} (−1)^{j+1} (A − I)^j / j``, the series of log A."""
+    e = a - np.eye(len(a))
+    out, power = np.zeros_like(a), np.eye(len(a))
+    for j in range(1, order + 1):
+        power = power @ e
+        out = out + (-1) ** (j + 1) * power / j
+    return out
+
+
+@pytest.mark.parametrize("order", [1, 2])
+@pytest.mark.parametrize("name", rodflow.OPTIMIZERS)
+def test_linearised_rate_is_the_series_of_the_log_of_the_one_step_multiplier(name, order):
+    spec, h, n = _setup(name, 1.05)
+    a = _discrete_multiplier(spec, h, n)
+    jac = _rod_jacobian(spec, h, n, order)
+    np.testing.assert_allclose(jac, _log_series(a, order), rtol=0, atol=1e-7 * np.abs(a).max())
+    # the top (unstable) mode: rate_p = log series of its eigenvalue z to order p, within the
+    # series' remainder of log z (numpy's eigenvalues of the discrete map's Jacobian)
+    z = np.linalg.eigvals(a)
+    top = z[np.argmax(z.real)]
+    assert abs(top.imag) < 1e-9 and top.real > 1  # it crosses the threshold through +1
+    rates = np.linalg.eigvals(jac)
+    rate = rates.real.max()
+    e = top.real - 1
+    series = sum((-1) ** (j + 1) * e**j / j for j in range(1, order + 1))
+    assert rate == pytest.approx(series, rel=1e-4)  # eigenvalues of a non-normal matrix amplify the 1e-7
+    assert abs(rate - math.log(top.real)) <= 1.01 * e ** (order + 1) / (order + 1)
+
+
+def test_look_behind_rate_at_gd_eta_lambda_2_2():
+    """The numbers of the derivation: ηλ = 2.2 multiplies the top mode by 1.2 per step; the first-order
+    rod grows at 0.2, the look-behind rod at 0.2 − 0.02 = 0.18, the map at ln 1.2 = 0.1823."""
+    spec = rodflow.optimizer("gd", lr=1.0)
+    h = torch.diag(torch.tensor([2.2, 0.5, 0.1], dtype=torch.float64))
+    rates = [np.linalg.eigvals(_rod_jacobian(spec, h, None, p)).real.max() for p in (1, 2)]
+    assert rates == pytest.approx([0.2, 0.18], abs=1e-9)
+    assert abs(rates[1] - math.log(1.2)) < 0.2 * abs(rates[0] - math.log(1.2))  # ε³/3 against ε²/2
+    a = _discrete_multiplier(spec, h, None)
+    np.testing.assert_allclose(np.sort(np.linalg.eigvals(scipy.linalg.logm(a)).real)[-1], math.log(1.2), rtol=1e-12)
+
+
+def _quadratic(seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(4, 4, generator=gen, dtype=torch.float64))
+    h = q @ torch.diag(torch.tensor([3.0, 1.0, 0.5, 0.2], dtype=torch.float64)) @ q.T
+    c = torch.randn(4, generator=gen, dtype=torch.float64)
+    return (lambda th: 0.5 * (th - c) @ h @ (th - c)), h, c, gen
+
+
+def test_look_behind_agrees_with_the_hvp_form_for_gd():
+    """GD's stable flow at order 2 is −η∇L(W + ½η∇L(W)); its HVP form −ηg − ½η²Hg, with H g from
+    rodflow.sharpness.hvp (on a quadratic the two agree exactly)."""
+    loss, h, c, gen = _quadratic()
+    w = torch.randn(4, generator=gen, dtype=torch.float64)
+    lr = 0.3
+    flow = rodflow.stable_flow(rodflow.optimizer("gd", lr=lr), loss, order=2)
+    g = rodflow.gradient(loss)(w)
+    expected = -lr * g - 0.5 * lr**2 * hvp(loss, w, g)
+    torch.testing.assert_close(flow.field(0.0, (w,))[0], expected, rtol=1e-13, atol=1e-14)
+
+
+def _hvp_form(flow, t: float, y):
+    """``F − ½(∂_tF + F′F)`` by central differences of the increment F (a reference independent of the
+    look-behind code)."""
+    f = flow.increment(t, y)
+    h = 1e-4
+    dt = [(a - b) / (2 * h) for a, b in zip(flow.increment(t + h, y), flow.increment(t - h, y))]
+    up = flow.increment(t, tuple(a + h * b for a, b in zip(y, f)))
+    down = flow.increment(t, tuple(a - h * b for a, b in zip(y, f)))
+    jf = [(a - b) / (2 * h) for a, b in zip(up, down)]
+    return tuple(a - 0.5 * (b + c) for a, b, c in zip(f, dt, jf))
+
+
+def test_look_behind_rod_is_the_hvp_form_for_gd_on_a_quadratic():
+    """GD's rod increment on a quadratic is linear, F = (−ηH(W − c), −2Δ + ηHΔ), so the look-behind field
+    equals F − ½F′F exactly, with F′F = (−ηH F_W, −2F_Δ + ηH F_Δ) from rodflow.sharpness.hvp."""
+    loss, h, c, gen = _quadratic(2)
+    lr = 0.6
+    w, delta = torch.randn(4, generator=gen, dtype=torch.float64), 0.1 * torch.randn(4, generator=gen,
+                                                                                    dtype=torch.float64)
+    flow = rodflow.rod_flow(rodflow.optimizer("gd", lr=lr), loss, order=2, floor=None)
+    fw, fd = flow.increment(0.0, (w, delta))
+    jfw = -lr * hvp(loss, w, fw)
+    jfd = -2 * fd + lr * hvp(loss, w, fd)
+    lw, ld = flow.field(0.0, (w, delta))
+    torch.testing.assert_close(lw, fw - 0.5 * jfw, rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(ld, fd - 0.5 * jfd, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", ["adam", "nadam", "rmsprop", "scalar_adam"])
+def test_look_behind_and_hvp_forms_agree_to_second_order(name):
+    """On a quadratic, with lr, 1 − β₁ and 1 − β₂ all ∝ h so that F = O(h), at t = 3/h (the bias
+    corrections β^t ≈ e^{−3} vary, at a rate O(h)): look-behind − HVP form = O(h³), look-behind − F = O(h²).
+    The HVP form's F′F and ∂_tF come from central differences of the increment."""
+    loss, h, c, gen = _quadratic(1)
+    w = c + 0.3 * torch.randn(4, generator=gen, dtype=torch.float64)
+    m = 0.2 * torch.randn(4, generator=gen, dtype=torch.float64)
+    n = 0.5 + torch.rand(4, generator=gen, dtype=torch.float64)
+    gaps, firsts = [], []
+    scales = [0.04, 0.02, 0.01]
+    for s in scales:
+        if name == "rmsprop":
+            spec = rodflow.optimizer(name, lr=0.5 * s, alpha=1 - 0.5 * s, bias_correction=True)
+        else:
+            extra = {"momentum_decay": None} if "nadam" in name else {}
+            spec = rodflow.optimizer(name, lr=0.5 * s, betas=(1 - s, 1 - 0.5 * s), **extra)
+        flow = rodflow.stable_flow(spec, loss, order=2)
+        nn = n.sum() if spec.scalar else n
+        y = (w, m, nn) if spec.has_momentum else (w, nn)
+        t = 3.0 / s
+        lb = flow.field(t, y)
+        ref = _hvp_form(flow, t, y)
+        f = flow.increment(t, y)
+        gaps.append(float(torch.linalg.vector_norm(torch.cat([(a - b).reshape(-1) for a, b in zip(lb, ref)]))))
+        firsts.append(float(torch.linalg.vector_norm(torch.cat([(a - b).reshape(-1) for a, b in zip(lb, f)]))))
+    slope = np.polyfit(np.log(scales), np.log(gaps), 1)[0]
+    slope_f = np.polyfit(np.log(scales), np.log(firsts), 1)[0]
+    assert slope > 2.7, (slope, gaps)
+    assert 1.8 < slope_f < 2.2, (slope_f, firsts)
+
+
+def test_seven_point_initial_state_is_exact_for_period_two_plus_quadratic():
+    k = torch.arange(12, dtype=torch.float64)
+    centre = torch.stack([1.0 + 0.1 * k - 0.02 * k**2, -0.5 * k + 0.01 * k**2], dim=1)
+    delta = torch.tensor([0.3, -0.2], dtype=torch.float64)
+    steps = torch.arange(20, 32)
+    sign = ((-1.0) ** steps).unsqueeze(1).double()
+    theta = centre + sign * delta  # w_k = C_k + (−1)^k Δ
+    m = 2 * centre - sign * delta
+    traj = rodflow.Trajectory(theta=theta, m=m, v=None, t=steps, loss=k.clone())
+    loss = lambda th: (th**2).sum()  # noqa: E731
+    spec = rodflow.optimizer("heavy_ball", lr=0.1)
+    for step in (25, 26, 20, 31):  # interior (both parities) and both ends (shifted windows)
+        i = step - 20
+        y = rodflow.rod_flow(spec, loss, init="7pt").initial(traj, step=step)
+        torch.testing.assert_close(y[0], centre[i], rtol=0, atol=1e-14)
+        torch.testing.assert_close(y[1], delta, rtol=0, atol=1e-14)
+        torch.testing.assert_close(y[2], 2 * centre[i], rtol=0, atol=1e-14)
+        torch.testing.assert_close(y[3], -delta, rtol=0, atol=1e-14)
+        s = rodflow.stable_flow(spec, loss, init="7pt").initial(traj, step=step)
+        torch.testing.assert_close(s[0], centre[i], rtol=0, atol=1e-14)
+    # the three-point fit counts the drift's second difference as oscillation: off by c''/4
+    y3 = rodflow.rod_flow(spec, loss, init="3pt").initial(traj, step=25)
+    torch.testing.assert_close(y3[1] - delta, -torch.tensor([-0.04, 0.02], dtype=torch.float64) / 4 * (-1.0) ** 25,
+                               rtol=0, atol=1e-14)
+    # an amplitude that varies linearly is exact too at the centre of the window
+    theta2 = centre + sign * (delta + 0.01 * k.unsqueeze(1))
+    traj2 = rodflow.Trajectory(theta=theta2, m=None, v=None, t=steps, loss=k.clone())
+    y = rodflow.rod_flow(rodflow.optimizer("gd", lr=0.1), loss, init="7pt").initial(traj2, step=26)
+    torch.testing.assert_close(y[1], delta + 0.06, rtol=0, atol=1e-14)
+    short = rodflow.Trajectory(theta=theta[:5], m=None, v=None, t=steps[:5], loss=k[:5].clone())
+    with pytest.raises(ValueError, match="seven-point"):
+        rodflow.rod_flow(rodflow.optimizer("gd", lr=0.1), loss, init="7pt").initial(short, step=22)
