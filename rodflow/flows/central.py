@@ -293,7 +293,8 @@ class CentralFlow(Flow):
         self.n_hvp += res.n_hvp
         return res.eigenvalues, res.eigenvectors * p.rsqrt()
 
-    def field(self, t: Tensor | float, y: Y) -> Y:
+    def increment(self, t: float, y: Y) -> Y:
+        """The central flow is an ODE of its own (no map behind it, order 1 only): its field."""
         return self._evaluate(t, y)[0]
 
     def _evaluate(self, t: Tensor | float, y: Y) -> tuple[Y, dict[str, Any]]:
