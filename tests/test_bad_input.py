@@ -28,6 +28,17 @@ def _gd_traj(steps=6):
     return rodflow.iterate(rodflow.optimizer("gd", lr=0.1), _quad, _theta(), steps)
 
 
+def _solve(name="gd", traj=None, **kw):
+    hp = {"lr": 0.1} if name == "gd" else {"lr": 0.01}
+    return rodflow.stable_flow(rodflow.optimizer(name, **hp), _quad).solve(_gd_traj(20) if traj is None else traj,
+                                                                           **kw)
+
+
+def _compare(window):
+    traj = _gd_traj(20)
+    return rodflow.compare(traj, _solve(traj=traj, start=2), window=window)
+
+
 CASES = [
     # optimizers
     ("adam momentum_decay", lambda: rodflow.optimizer("adam", momentum_decay=5.0), ValueError, "momentum_decay"),
@@ -50,6 +61,19 @@ CASES = [
                                                      method="rk45"), ValueError, "method"),
     ("max_num_steps = 0", lambda: rodflow.integrate(lambda t, y: -y, _theta(), torch.tensor([0.0, 1.0], dtype=F64),
                                                     options={"max_num_steps": 0}), ValueError, "max_num_steps"),
+    # flows and compare
+    ("solve(start=True)", lambda: _solve(start=True), TypeError, "start"),
+    ("solve(None)", lambda: rodflow.stable_flow(rodflow.optimizer("gd", lr=0.1), _quad).solve(None), TypeError,
+     "trajectory"),
+    ("start after the run", lambda: _solve(start=50), ValueError, "start"),
+    ("steps = 0", lambda: _solve(start=2, steps=0), ValueError, "steps"),
+    ("a flow of another optimizer", lambda: _solve("adam", start=2), ValueError, "trajectory"),
+    ("a flow of another rate", lambda: rodflow.stable_flow(rodflow.optimizer("gd", lr=0.2), _quad).solve(
+        _gd_traj(20), start=2), ValueError, "lr"),
+    ("adam flow without recorded m", lambda: rodflow.rod_flow(rodflow.optimizer("adam", lr=0.01), _quad).solve(
+        _gd_traj(20), start=12, check_config=False), ValueError, "m"),
+    ("window reversed", lambda: _compare((20, 5)), ValueError, "window"),
+    ("window outside the run", lambda: _compare((100, 200)), ValueError, "window"),
     # plotting
     ("loss_curves of a string", lambda: rodflow.plot.loss_curves("run"), TypeError, "runs"),
     ("loss_curves of nothing", lambda: rodflow.plot.loss_curves([]), ValueError, "runs"),
@@ -63,7 +87,9 @@ def test_bad_input_gets_a_named_error(call, exc, names):
 
 
 def test_good_input_of_other_types_is_accepted():
-    """What an error must not refuse: numpy betas, numpy scalars, lists of runs."""
+    """What an error must not refuse: numpy betas, numpy scalars and integers, lists of runs."""
+    sol = _solve(start=np.int64(2), steps=torch.tensor(5))
+    assert sol.t.tolist() == [2, 3, 4, 5, 6, 7]
     a = rodflow.optimizer("adam", betas=np.array([0.9, 0.99]), lr=np.float64(0.01))
     assert a.betas == (0.9, 0.99) and a.lr == 0.01
     nadam = rodflow.optimizer("nadam", momentum_decay=5.0)
