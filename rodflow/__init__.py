@@ -45,8 +45,9 @@ _EXPORTS: dict[str, str] = {
     "preconditioned_sharpness": "sharpness",
     "sharpness": "sharpness",
     "Trajectory": "trajectory",
+    "EoSMonitor": "monitor",
 }
-_SUBMODULES = ("plot", "problems")
+_SUBMODULES = ("adapters", "plot", "problems")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 
@@ -81,7 +82,7 @@ sys.modules[__name__].__class__ = _Package
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     # ruff: noqa: F401
-    from . import plot, problems
+    from . import adapters, plot, problems
     from .compare import Comparison, compare
     from .derivatives import gradient, value_and_grad
     from .discrete import iterate
@@ -91,4 +92,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .optimizers import OPTIMIZERS, NonFiniteError, OptimizerSpec, optimizer
     from .phase import PhaseState, flatten, unflatten
     from .sharpness import SharpnessResult, hvp, preconditioned_sharpness, sharpness
+    from .monitor import EoSMonitor
     from .trajectory import Trajectory

@@ -131,7 +131,8 @@ class EoSMonitor:
         """P (``None`` before the optimizer's first step) and the threshold, from the live optimizer."""
         from .adapters import spec_and_state
 
-        spec, state = spec_and_state(self.optimizer, [p for n, p in self.model.named_parameters() if n in self._names])
+        params = [p for n, p in self.model.named_parameters() if n in self._names]
+        spec, state = spec_and_state(self.optimizer, params, t=self.steps)
         threshold = float(spec.threshold)
         if state.t < 1 and (spec.beta2 is not None):
             return None, threshold
