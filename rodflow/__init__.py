@@ -88,9 +88,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .discrete import iterate
     from .flows import Flow, FlowSolution, central_flow, rod_flow, stable_flow
     from .integrate import IntegrationError, IntegrationResult, integrate
+    from .monitor import EoSMonitor
     from .optim import FlowAdam, VRAdam
     from .optimizers import OPTIMIZERS, NonFiniteError, OptimizerSpec, optimizer
     from .phase import PhaseState, flatten, unflatten
     from .sharpness import SharpnessResult, hvp, preconditioned_sharpness, sharpness
-    from .monitor import EoSMonitor
     from .trajectory import Trajectory
