@@ -54,10 +54,10 @@ def test_start_and_steps_take_integral_types(runs, index):
 
 
 def test_config_of_the_trajectory_is_checked(runs):
-    prob, gd, adam, traj = runs
+    prob, _, _, traj = runs
     with pytest.raises(ValueError, match="trajectory: recorded by 'gd'"):
         rodflow.rod_flow(rodflow.optimizer("heavy_ball", lr=0.3), prob.loss_fn).solve(traj["gd"], start=5)
-    with pytest.raises(ValueError, match="lr: recorded 0.3, flow 0.2"):
+    with pytest.raises(ValueError, match=r"lr: recorded 0\.3, flow 0\.2"):
         rodflow.stable_flow(rodflow.optimizer("gd", lr=0.2), prob.loss_fn).solve(traj["gd"], start=5)
     with pytest.raises(ValueError, match="scalar_adam"):
         rodflow.stable_flow(rodflow.optimizer("scalar_adam", lr=1e-2), prob.loss_fn).solve(traj["adam"], start=12)
