@@ -66,10 +66,12 @@ def eos_onset(series: dict[str, Tensor], threshold: float, *, hold: float = HOLD
 
 def _bisect_onset(estimate: Callable[[int], float], first: int, last: int, threshold: float, hold: float,
                   sustain: float) -> tuple[int | None, int]:
-    """Sustained onset from ~log₂ n sharpness estimates; returns ``(k*, number of estimates)``.
+    """Sustained onset from ~2 log₂ n sharpness estimates; returns ``(k*, number of estimates)``.
 
-    Bisection keeps ``S(lo) < threshold ≤ S(hi)``; a crossing found is checked at two points of
-    the next ``sustain`` span, and a failed check restarts the bisection above it.
+    Bisection on ``P(k) = max(S(k), S(k + 1)) ≥ threshold`` (two consecutive steps, so that an
+    oscillation of the sharpness around the threshold at the edge does not look like a new
+    crossing), keeping ``P(lo)`` false and ``P(hi)`` true; a crossing found is checked at two points
+    of the next ``sustain`` span, and a failed check restarts the bisection above it.
     """
     cache: dict[int, float] = {}
 
@@ -78,20 +80,25 @@ def _bisect_onset(estimate: Callable[[int], float], first: int, last: int, thres
             cache[k] = estimate(k)
         return cache[k]
 
+    def p(k: int) -> bool:
+        return s(k) >= threshold or (k < last and s(k + 1) >= threshold)
+
     span = max(1, math.ceil(sustain * (last - first)))
     ends = [k for k in (last, last - span // 2, last - span) if k >= first]
     lo = first - 1  # a virtual point below the threshold
     while True:
-        hi = next((k for k in ends if k > lo and s(k) >= threshold), None)
+        hi = next((k for k in ends if k > lo and p(k)), None)
         if hi is None:
             return None, len(cache)
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if s(mid) >= threshold:
+            if p(mid):
                 hi = mid
             else:
                 lo = mid
-        bad = next((p for p in (hi + span // 2, hi + span) if p <= last and s(p) < hold * threshold), None)
+        if s(hi) < threshold:
+            hi += 1
+        bad = next((q for q in (hi + span // 2, hi + span) if q <= last and s(q) < hold * threshold), None)
         if bad is None:
             return hi, len(cache)
         lo = bad
@@ -292,7 +299,7 @@ def compare(trajectory: Trajectory, solution: FlowSolution, *, window: tuple[int
         if sharpness_every is not None:
             n_est = len(steps[::sharpness_every])
         else:
-            n_est = 2 * max(1, math.ceil(math.log2(max(2, len(steps))))) + 3
+            n_est = 2 * max(1, math.ceil(math.log2(max(2, len(steps))))) + 5
         warnings.warn(f"compare: the trajectory has no recorded sharpness; estimating the EoS onset here with ~{n_est} "
                       "eigensolves (record it with iterate(..., sharpness_every=N), or pass window=(a, b))",
                       UserWarning, stacklevel=2)

@@ -2,9 +2,11 @@
 
 For each optimizer: full-batch training of a tanh MLP with MSE on one-hot targets (MNIST 5k
 subset by default, scikit-learn's digits with ``--data digits``) at a learning rate that enters
-the edge of stability; the stable and the rod flow are solved from the same start; their
-distances to the iterates before and during EoS (from k*, the first step at which the
-iterates' preconditioned sharpness reaches the optimizer's threshold) are tabulated.
+the edge of stability; the stable and the rod flow — both with the defaults of
+:func:`rodflow.rod_flow` and the stable flow of the same (second) order — are solved from the
+same start; their distances to the iterates (parity and phase-free, :mod:`rodflow.compare`)
+before and during EoS (from k*, the onset of sustained EoS) are tabulated. Adaptive methods start
+no earlier than step 10 (their first-step transient; ``rodflow.flows.base.TRANSIENT_STEPS``).
 
 Writes ``paper_repro/rodflow/results/tracking_<data>.md`` (table + config) and
 ``figures/tracking_<data>_<optimizer>.png``. Usage::
@@ -72,14 +74,17 @@ def run_one(name: str, hp: dict[str, Any], prob: Any, steps: int, sharpness_ever
     out: dict[str, Any] = {"name": name, "spec": spec, "traj": traj, "seconds_discrete": time.perf_counter() - t0}
     k_star = eos_onset(traj.sharpness, onset * spec.threshold)
     out["k_star"] = k_star
-    starts = {"0": 0} if from_zero or k_star is None or k_star - lead <= 0 else {}
-    if k_star is not None and k_star - lead > 0:
+    first = rodflow.flows.base.TRANSIENT_STEPS if spec.beta2 is not None else 0
+    starts = {"0": first} if from_zero or k_star is None or k_star - lead <= first else {}
+    if k_star is not None and k_star - lead > first:
         starts["k*-lead"] = k_star - lead
+    flows = {"stable": lambda: rodflow.stable_flow(spec, prob.loss_fn, order=2),
+             "rod": lambda: rodflow.rod_flow(spec, prob.loss_fn)}
     for tag, start in starts.items():
-        for kind, make in (("stable", rodflow.stable_flow), ("rod", rodflow.rod_flow)):
+        for kind, make in flows.items():
             t0 = time.perf_counter()
             try:
-                sol = make(spec, prob.loss_fn).solve(traj, start=start, rtol=rtol, atol=atol)
+                sol = make().solve(traj, start=start, rtol=rtol, atol=atol)
             except rodflow.IntegrationError as err:  # e.g. a stable flow too stiff beyond its edge
                 out[f"failed_{kind}_{tag}"] = f"{err} after {err.stats.nfe} field evaluations"
                 continue
@@ -99,7 +104,8 @@ def rows_of(res: dict[str, Any]) -> list[dict[str, str]]:
 
     rows = []
     nan = float("nan")
-    failed = {"pre_eos_mean_distance": nan, "eos_mean_distance": nan, "eos_max_distance": nan}
+    failed = {"pre_eos_mean_distance": nan, "eos_mean_distance": nan, "eos_max_distance": nan,
+              "eos_window_phase_free_distance": nan}
     for tag, start in res["starts"].items():
         s = res[f"cmp_stable_{tag}"].summary() if f"cmp_stable_{tag}" in res else failed
         r = res[f"cmp_rod_{tag}"].summary() if f"cmp_rod_{tag}" in res else failed
@@ -111,6 +117,8 @@ def rows_of(res: dict[str, Any]) -> list[dict[str, str]]:
                      "stable EoS mean": f(s["eos_mean_distance"]), "rod EoS mean": f(r["eos_mean_distance"]),
                      "stable EoS max": f(s["eos_max_distance"]), "rod EoS max": f(r["eos_max_distance"]),
                      "EoS mean ratio stable/rod": ratio(s["eos_mean_distance"], r["eos_mean_distance"]),
+                     "EoS phase-free ratio": ratio(s["eos_window_phase_free_distance"],
+                                                   r["eos_window_phase_free_distance"]),
                      "grads/step rod": "–" if rod is None else f"{rod.config['grad_evals'] / (len(rod) - 1):.1f}",
                      "note": note or "–"})
     return rows
@@ -133,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--optimizers", default=",".join(DEFAULT_OPTIMIZERS))
     p.add_argument("--lr", action="append", default=[], help="override, e.g. --lr adam=0.005")
     p.add_argument("--sharpness-every", type=int, default=10)
-    p.add_argument("--onset", type=float, default=0.95,
-                   help="k* = first step with preconditioned sharpness ≥ onset × threshold")
+    p.add_argument("--onset", type=float, default=1.0,
+                   help="k* = onset of sustained EoS at onset × threshold (rodflow.compare.eos_onset)")
     p.add_argument("--lead", type=int, default=50, help="second start: this many steps before k*")
     p.add_argument("--skip-zero-start", action="store_true",
                    help="only start the flows lead steps before k* (when the iterates reach it)")
@@ -175,12 +183,13 @@ def main(argv: list[str] | None = None) -> int:
                             title=f"{name} (lr {res['spec'].lr:g}) on {args.data}, flows from step {res['starts'][tag]}")
         fig.savefig(args.figures / f"tracking_{args.data}_{name}.png", dpi=110)
     text = (f"# Rod flow vs stable flow on {args.data}\n\n"
-            "Mean/max distance ‖θ_k − θ̂_k‖ between the iterates and each flow's prediction, before the edge of "
-            "stability (steps < k*) and during it (steps ≥ k*); k* is the first recorded step at which the "
-            "iterates' preconditioned sharpness reaches `onset` × the optimizer's threshold (– : never reached, the whole "
-            "run counts as pre-EoS). Each optimizer has two rows: both flows started from step 0, and both started "
-            "`lead` steps before k* (which isolates the edge of stability from the pre-EoS drift). "
-            "Ratio > 1: the rod flow tracks better.\n\n"
+            "Mean/max distance ‖θ_k − θ̂_k‖ between the iterates and each flow's prediction (the default rod flow "
+            "and the second-order stable flow), before the edge of stability (steps < k*) and during it (steps ≥ k*); "
+            "k* is the onset of sustained EoS at `onset` × the optimizer's threshold (– : never reached, the whole "
+            "run counts as pre-EoS). Each optimizer has two rows: both flows started from step 0 (step 10 for the "
+            "adaptive methods), and both started `lead` steps before k* (which isolates the edge of stability from the "
+            "pre-EoS drift). Ratio > 1: the rod flow tracks better; the phase-free ratio does not charge the sign of an "
+            "oscillation grown from rounding noise (`rodflow.compare`).\n\n"
             f"{markdown(rows)}\n\nConfig: `{json.dumps(config)}`\n\nCommand: `python {' '.join(sys.argv)}`\n")
     out = args.results / f"tracking_{args.data}.md"
     out.write_text(text)

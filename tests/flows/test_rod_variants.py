@@ -136,7 +136,7 @@ def _quadratic(seed: int = 0):
 def test_look_behind_agrees_with_the_hvp_form_for_gd():
     """GD's stable flow at order 2 is −η∇L(W + ½η∇L(W)); its HVP form −ηg − ½η²Hg, with H g from
     rodflow.sharpness.hvp (on a quadratic the two agree exactly)."""
-    loss, h, c, gen = _quadratic()
+    loss, _h, _c, gen = _quadratic()
     w = torch.randn(4, generator=gen, dtype=torch.float64)
     lr = 0.3
     flow = rodflow.stable_flow(rodflow.optimizer("gd", lr=lr), loss, order=2)
@@ -160,7 +160,7 @@ def _hvp_form(flow, t: float, y):
 def test_look_behind_rod_is_the_hvp_form_for_gd_on_a_quadratic():
     """GD's rod increment on a quadratic is linear, F = (−ηH(W − c), −2Δ + ηHΔ), so the look-behind field
     equals F − ½F′F exactly, with F′F = (−ηH F_W, −2F_Δ + ηH F_Δ) from rodflow.sharpness.hvp."""
-    loss, h, c, gen = _quadratic(2)
+    loss, _h, _c, gen = _quadratic(2)
     lr = 0.6
     w, delta = torch.randn(4, generator=gen, dtype=torch.float64), 0.1 * torch.randn(4, generator=gen,
                                                                                     dtype=torch.float64)
@@ -178,7 +178,7 @@ def test_look_behind_and_hvp_forms_agree_to_second_order(name):
     """On a quadratic, with lr, 1 − β₁ and 1 − β₂ all ∝ h so that F = O(h), at t = 3/h (the bias
     corrections β^t ≈ e^{−3} vary, at a rate O(h)): look-behind − HVP form = O(h³), look-behind − F = O(h²).
     The HVP form's F′F and ∂_tF come from central differences of the increment."""
-    loss, h, c, gen = _quadratic(1)
+    loss, _h, c, gen = _quadratic(1)
     w = c + 0.3 * torch.randn(4, generator=gen, dtype=torch.float64)
     m = 0.2 * torch.randn(4, generator=gen, dtype=torch.float64)
     n = 0.5 + torch.rand(4, generator=gen, dtype=torch.float64)
@@ -237,3 +237,42 @@ def test_seven_point_initial_state_is_exact_for_period_two_plus_quadratic():
     short = rodflow.Trajectory(theta=theta[:5], m=None, v=None, t=steps[:5], loss=k[:5].clone())
     with pytest.raises(ValueError, match="seven-point"):
         rodflow.rod_flow(rodflow.optimizer("gd", lr=0.1), loss, init="7pt").initial(short, step=22)
+
+
+def _sharpening_toy(dtype: torch.dtype, seed: int, d: int = 6):
+    """A quadratic-plus-quartic loss in rotated coordinates ``z = Qw``: the curvature along x grows as y
+    relaxes to 1, ``L = 0.01(y − 1)² + ½(1 + 1.5y²)x² − x⁴/8 + ½Σ cᵢ(rᵢ − oᵢ)²``. GD at lr 1 crosses
+    its threshold 2 at y² = 2/3 (step ≈ 85); the rotation lets every step's rounding feed the x mode,
+    whose oscillation then grows from that noise to a saturated period-two orbit."""
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
+    c = torch.linspace(0.2, 0.5, d - 2, dtype=torch.float64).to(dtype)
+    o = torch.randn(d - 2, generator=gen, dtype=torch.float64).to(dtype)
+    q = q.to(dtype)
+
+    def loss(w):
+        z = q @ w
+        x, y, r = z[0], z[1], z[2:]
+        return 0.01 * (y - 1) ** 2 + 0.5 * (1.0 + 1.5 * y**2) * x**2 - 0.125 * x**4 + 0.5 * (c * (r - o) ** 2).sum()
+
+    z0 = torch.cat([torch.tensor([0.1, 0.0], dtype=dtype), o + 0.3])
+    return loss, q.T @ z0
+
+
+@pytest.mark.parametrize(("dtype", "steps", "start", "tol"), [
+    (torch.float64, 215, 80, {"rtol": 1e-5, "atol": 1e-8}),
+    (torch.float32, 160, 40, {"rtol": 1e-4, "atol": 1e-6}),
+])
+def test_roundoff_floor_reproduces_the_onset_from_rounding_noise(dtype, steps, start, tol):
+    """The iterates' oscillation grows from their own rounding noise (so its onset depends on the dtype:
+    ~203 in float64, ~131 in float32); the rod with the roundoff floor, started long before, gets the
+    onset within a few steps in both. (ρ was chosen on this toy's seed 1; this is seed 0.)"""
+    loss, w0 = _sharpening_toy(dtype, seed=0)
+    spec = rodflow.optimizer("gd", lr=1.0)
+    traj = rodflow.iterate(spec, loss, w0, steps=steps)
+    assert traj.theta.dtype == dtype
+    sol = rodflow.rod_flow(spec, loss).solve(traj, start=start, **tol)
+    assert sol.theta.dtype == dtype
+    on = rodflow.compare(traj, sol, window=(start + 30, steps + 1)).onsets()
+    assert on["iterates"] is not None and on["flow"] is not None, on
+    assert abs(on["flow"] - on["iterates"]) <= 6, on
