@@ -285,3 +285,18 @@ def test_predicted_loss_sharpness_and_distances_over_a_longer_eos_run():
     stable = rodflow.compare(traj, rodflow.stable_flow(spec, prob.loss_fn).solve(traj, start=start, steps=steps),
                              window=window).summary()
     assert central["eos_mean_centre_distance"] < 0.5 * stable["eos_mean_centre_distance"]
+
+
+def test_tracking_plot_draws_the_predicted_loss():
+    sol = _toy_solution(2, steps=10)
+    spec = rodflow.optimizer("gd", lr=ETA)
+    traj = rodflow.iterate(spec, _toy_loss, torch.tensor([0.0, 5.0, Z0], dtype=F64), 10)
+    traj.loss = traj.loss + 200.0  # the toy's loss is negative: shift both for the log axis
+    sol.loss = sol.loss + 200.0
+    sol.predicted_loss = sol.predicted_loss + 200.0
+    fig = rodflow.plot.tracking(traj, {"central": rodflow.compare(traj, sol, window=(0, 11))},
+                                solutions={"central": sol})
+    labels = [line.get_label() for line in fig.axes[2].get_lines()]
+    assert "predicted loss central" in labels
+    line = fig.axes[2].get_lines()[labels.index("predicted loss central")]
+    np.testing.assert_allclose(line.get_ydata(), sol.predicted_loss.numpy())
