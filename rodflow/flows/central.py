@@ -27,7 +27,11 @@ twice: the weight is 2. A √2 is right only inside an *isometric* vectorisation
 ``svec(X) = (X_ii, √2 X_ij)`` when it is applied to *both* factors of every inner product; the
 JAX port (``mat_to_upper``/``upper_to_mat``) applies √2 to X against unscaled ``T_ij`` in ``ẇ`` and
 1/√2 to the rows of ``dA/dt``, which is the paper's flow with every ``T_{i≠j}`` divided by √2. Only
-runs with two or more eigenvalues at the edge see the difference. This module uses the paper's 2.
+runs with two or more eigenvalues at the edge see the difference. This module uses the paper's 2
+(``tests/flows/test_central.py`` checks it on two degenerate critical directions, where only the
+weight 2 stops both and makes Σ independent of the eigenbasis). The port's ν̇ also takes the
+second derivative of the EMA along ``u_i, u_j`` rather than along the gradient oscillation
+``Hu_i, Hu_j`` that the time average of ``g⊙g`` needs; this module uses ``Hu = τPu``.
 
 **The complementarity problem.** Σ must keep the preconditioned sharpness at τ: with
 ``A = Uᵀ(τP − H)U = diag(τ − λ)`` (``A ⪰ 0`` is ``λ_max(P⁻¹H) ≤ τ`` on U),
