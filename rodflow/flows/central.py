@@ -227,6 +227,8 @@ class CentralFlow(Flow):
             look-ahead horizon ``h = 1/substeps`` unless ``horizon`` is given.
         horizon: the look-ahead ``h`` of the complementarity condition (see the module docstring).
         margin: eigenvalues below ``(1 − margin)·τ`` are left out of the SDCP (X = 0 there).
+        adaptive_k: track only one eigenvector beyond those within the margin (at most ``k``), so
+            that a wide spectral gap below the edge costs fewer HVPs.
         eig_method, eig_tol: the eigensolver of :func:`rodflow.sharpness` and its tolerance
             (``"auto"``: dense up to ``DENSE_MAX_DIM`` parameters, warm-started Lanczos above).
             ``eig_tol=None`` picks 1e-10 for Lanczos (ARPACK's relative accuracy) and 1e-6 for the
@@ -240,7 +242,7 @@ class CentralFlow(Flow):
 
     def __init__(self, spec: OptimizerSpec, loss_fn: LossFn, *, k: int = 3, substeps: int = 4,
                  horizon: float | None = None, margin: float = 0.1, eig_method: str = "auto",
-                 eig_tol: float | None = None, rate: str = "central"):
+                 eig_tol: float | None = None, adaptive_k: bool = True, rate: str = "central"):
         super().__init__(spec, loss_fn, rate=rate)
         if spec.name not in CENTRAL_OPTIMIZERS:
             raise ValueError(f"spec: no central flow is defined for {spec.name!r}; central flows exist for "
@@ -256,6 +258,7 @@ class CentralFlow(Flow):
         if eig_tol is not None and not (isinstance(eig_tol, int | float) and eig_tol > 0):
             raise ValueError(f"eig_tol must be positive or None, got {eig_tol!r}")
         self.k = k
+        self.adaptive_k = bool(adaptive_k)
         self.substeps = substeps
         self.horizon = float(horizon) if horizon is not None else 1.0 / substeps
         self.margin = float(margin)
@@ -266,6 +269,7 @@ class CentralFlow(Flow):
 
     def _reset(self) -> None:
         self._warm: Tensor | None = None
+        self._k_now = self.k
         self.nfe_grad = 0
         self.n_hvp = 0
         self.n_third = 0
@@ -291,7 +295,7 @@ class CentralFlow(Flow):
     def _eigen(self, w: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
         """Top-k eigenvalues of ``P⁻¹H`` and their ``[k, d]`` θ-space vectors u (``uᵀPu = 1``)."""
         d = w.numel()
-        k = min(self.k, d)
+        k = min(self._k_now, d)
         method = self.eig_method
         if method == "auto":
             method = "dense" if d <= DENSE_MAX_DIM or 2 * k + 2 >= d else "lanczos"
@@ -315,6 +319,9 @@ class CentralFlow(Flow):
         p = self._p(v, tn, w)  # [d]
         lam, u = self._eigen(w, p)
         act = [i for i in range(lam.numel()) if float(lam[i]) >= (1.0 - self.margin) * tau]
+        # track one eigenvector beyond the active ones (at most k): the next one to reach the edge
+        # is the largest below it, and a smaller block costs fewer HVPs
+        self._k_now = min(self.k, len(act) + 1) if self.adaptive_k else self.k
         a = len(act)
         ua = u[act]  # [a, d]
         pairs = [(i, j) for j in range(a) for i in range(j + 1)]
@@ -434,7 +441,7 @@ class CentralFlow(Flow):
         return sol
 
     def _extra_config(self) -> dict[str, Any]:
-        return {"k": self.k, "substeps": self.substeps, "horizon": self.horizon, "margin": self.margin,
+        return {"k": self.k, "adaptive_k": self.adaptive_k, "substeps": self.substeps, "horizon": self.horizon, "margin": self.margin,
                 "eig_method": self.eig_method, "eig_tol": self.eig_tol}
 
 
