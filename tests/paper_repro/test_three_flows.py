@@ -23,3 +23,4 @@ def test_three_flows_on_digits(tmp_path):
         assert f"| {kind} |" in text
     assert "Config:" in text and "HVPs/step" in text
     assert (tmp_path / "three_flows_digits_gd.png").stat().st_size > 1000
+    assert (tmp_path / "three_flows_digits_gd_tracking.png").stat().st_size > 1000
