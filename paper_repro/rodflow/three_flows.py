@@ -9,8 +9,9 @@ predicts for the time-averaged loss (stable: L(W); rod: the mean of L(W ± Δ); 
 L(W) + ½⟨H, Σ⟩) against the iterates' loss averaged over the EoS window, the preconditioned
 sharpness each flow carries, and the cost per modelled step (gradients, HVPs, third derivatives).
 
-Writes ``paper_repro/rodflow/results/three_flows_<data>.md`` and
-``figures/three_flows_<data>_<optimizer>.png``. Usage::
+Writes ``paper_repro/rodflow/results/three_flows_<data>.md``, ``figures/three_flows_<data>_<optimizer>.png``
+(distance to the midpoints, oscillation sizes, predicted time-averaged losses) and
+``figures/three_flows_<data>_<optimizer>_tracking.png`` (:func:`rodflow.plot.tracking`). Usage::
 
     python paper_repro/rodflow/three_flows.py --quick                 # digits, short runs (minutes)
     python paper_repro/rodflow/three_flows.py --data digits --steps 200
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
 import rodflow
 from rodflow import plot
@@ -103,6 +105,46 @@ def carried_sharpness(kind: str, sol: rodflow.FlowSolution, window: tuple[int, i
         values = sol.sharpness["preconditioned_sharpness"].numpy()  # rod: at W + (−1)^k Δ
     mask = (steps >= window[0]) & (steps < window[1])
     return float(values[mask].mean()) if mask.any() else float("nan")
+
+
+def figure(traj: rodflow.Trajectory, sols: dict[str, rodflow.FlowSolution], comps: dict[str, Any],
+           k_star: int | None, title: str) -> Figure:
+    """Distance to the midpoints, oscillation size, and the time-averaged loss, per flow."""
+    fig = Figure(figsize=(7.5, 8.0), layout="constrained")
+    ax_d, ax_a, ax_l = fig.subplots(3, 1, sharex=True)
+    first = next(iter(comps.values()))
+    for kind, comp in comps.items():
+        ax_d.plot(comp.t.numpy(), comp.centre_distance.numpy(), lw=1.3, label=kind)
+    ax_a.plot(first.t.numpy(), first.alternating_amplitude.numpy(), color="k", lw=0.9,
+              label="iterates: ‖2θₖ − θₖ₋₁ − θₖ₊₁‖/4")
+    if "rod" in sols:
+        ax_a.plot(comps["rod"].t.numpy(), comps["rod"].flow_amplitude.numpy(), lw=1.3, label="rod: ‖Δ‖", color="C1")
+    if "central" in sols:
+        ax_a.plot(sols["central"].t.numpy(), sols["central"].config["oscillation"], lw=1.3, color="C2",
+                  label="central: √tr Σ")
+    steps = traj.t.numpy()
+    loss = traj.loss.numpy()
+    ax_l.plot(steps, loss, color="0.6", lw=0.8, label="iterates")
+    w = 10
+    if len(loss) > w:
+        ax_l.plot(steps[w - 1:], np.convolve(loss, np.ones(w) / w, mode="valid"), color="k", lw=1.2,
+                  label=f"iterates, {w}-step mean")
+    for i, kind in enumerate(KINDS):
+        if kind in sols:
+            ax_l.plot(sols[kind].t.numpy(), averaged_loss(kind, sols[kind]), lw=1.2, color=f"C{i}",
+                      label=f"{kind}: predicted time-averaged loss")
+    ax_d.set_ylabel("‖W − midpoint‖")
+    ax_a.set_ylabel("oscillation")
+    ax_l.set_ylabel("loss")
+    ax_l.set_xlabel("step")
+    for ax in (ax_d, ax_a, ax_l):
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        if k_star is not None:
+            ax.axvline(k_star, color="tab:red", ls=":", lw=1.0)
+        ax.legend(fontsize=7)
+    ax_d.set_title(title)
+    return fig
 
 
 def rows_of(name: str, spec: rodflow.OptimizerSpec, traj: rodflow.Trajectory, k_star: int | None, start: int,
@@ -205,9 +247,10 @@ def main(argv: list[str] | None = None) -> int:
         window = (k_star, int(traj.t[-1]) + 1) if k_star is not None else None
         comps = {k: rodflow.compare(traj, v, window=window) for k, v in sols.items()}
         if comps:
-            fig = plot.tracking(traj, comps, solutions={k: v for k, v in sols.items() if k == "central"},
-                                title=f"{name} (lr {spec.lr:g}) on {tag}, flows from step {start}")
-            fig.savefig(args.figures / f"three_flows_{tag}_{name}.png", dpi=110)
+            title = f"{name} (lr {spec.lr:g}) on {tag}, flows from step {start}"
+            figure(traj, sols, comps, k_star, title).savefig(args.figures / f"three_flows_{tag}_{name}.png", dpi=110)
+            fig = plot.tracking(traj, comps, solutions={k: v for k, v in sols.items() if k == "central"}, title=title)
+            fig.savefig(args.figures / f"three_flows_{tag}_{name}_tracking.png", dpi=110)
     text = (f"# Stable, rod and central flows on {tag}\n\n"
             "All three flows start from the same state, `lead` steps before k* (the first recorded step with "
             "λ_max(P⁻¹H) ≥ 2 at the iterates). Distances ‖θ_k − θ̂_k‖ to the iterates before (pre) and during "

@@ -27,7 +27,11 @@ twice: the weight is 2. A √2 is right only inside an *isometric* vectorisation
 ``svec(X) = (X_ii, √2 X_ij)`` when it is applied to *both* factors of every inner product; the
 JAX port (``mat_to_upper``/``upper_to_mat``) applies √2 to X against unscaled ``T_ij`` in ``ẇ`` and
 1/√2 to the rows of ``dA/dt``, which is the paper's flow with every ``T_{i≠j}`` divided by √2. Only
-runs with two or more eigenvalues at the edge see the difference. This module uses the paper's 2.
+runs with two or more eigenvalues at the edge see the difference. This module uses the paper's 2
+(``tests/flows/test_central.py`` checks it on two degenerate critical directions, where only the
+weight 2 stops both and makes Σ independent of the eigenbasis). The port's ν̇ also takes the
+second derivative of the EMA along ``u_i, u_j`` rather than along the gradient oscillation
+``Hu_i, Hu_j`` that the time average of ``g⊙g`` needs; this module uses ``Hu = τPu``.
 
 **The complementarity problem.** Σ must keep the preconditioned sharpness at τ: with
 ``A = Uᵀ(τP − H)U = diag(τ − λ)`` (``A ⪰ 0`` is ``λ_max(P⁻¹H) ≤ τ`` on U),
@@ -84,6 +88,8 @@ from .base import Flow, FlowSolution, Y, _three_point
 
 __all__ = ["CENTRAL_OPTIMIZERS", "CentralFlow", "central_flow", "solve_sdcp", "third_derivatives"]
 
+#: Default eigensolver tolerances (see :class:`CentralFlow`).
+EIG_TOL = {"lanczos": 1e-10, "lobpcg": 1e-6}
 #: Optimizers with a central flow (preconditioned GD with a smooth preconditioner).
 CENTRAL_OPTIMIZERS = ("gd", "scalar_rmsprop", "rmsprop")
 
@@ -221,10 +227,14 @@ class CentralFlow(Flow):
             look-ahead horizon ``h = 1/substeps`` unless ``horizon`` is given.
         horizon: the look-ahead ``h`` of the complementarity condition (see the module docstring).
         margin: eigenvalues below ``(1 − margin)·τ`` are left out of the SDCP (X = 0 there).
+        adaptive_k: track only one eigenvector beyond those within the margin (at most ``k``), so
+            that a wide spectral gap below the edge costs fewer HVPs.
         eig_method, eig_tol: the eigensolver of :func:`rodflow.sharpness` and its tolerance
-            (``"auto"``: dense up to ``DENSE_MAX_DIM`` parameters, warm-started LOBPCG above; its
-            residual tolerance 1e-6 kept a 30-step digits run within 6e-5 of the dense solve, while
-            warm Lanczos at 1e-7 drifted by 4e-3 for about the same HVP count).
+            (``"auto"``: dense up to ``DENSE_MAX_DIM`` parameters, warm-started Lanczos above).
+            ``eig_tol=None`` picks 1e-10 for Lanczos (ARPACK's relative accuracy) and 1e-6 for the
+            residuals of LOBPCG: on a 30-step EoS run of a 610-parameter digits MLP, Lanczos at
+            1e-10 stayed within 2e-8 of the dense solve (at 1e-7: 4e-3, the flow amplifies
+            eigenvector errors), LOBPCG at 1e-6 within 6e-5, at 1.3× fewer HVPs but 1.8× the time.
         rate: ``"central"`` (κ = 1/β₂, the paper's) or ``"step"`` (κ = 1) for ν.
     """
 
@@ -232,7 +242,7 @@ class CentralFlow(Flow):
 
     def __init__(self, spec: OptimizerSpec, loss_fn: LossFn, *, k: int = 3, substeps: int = 4,
                  horizon: float | None = None, margin: float = 0.1, eig_method: str = "auto",
-                 eig_tol: float = 1e-6, rate: str = "central"):
+                 eig_tol: float | None = None, adaptive_k: bool = True, rate: str = "central"):
         super().__init__(spec, loss_fn, rate=rate)
         if spec.name not in CENTRAL_OPTIMIZERS:
             raise ValueError(f"spec: no central flow is defined for {spec.name!r}; central flows exist for "
@@ -245,19 +255,21 @@ class CentralFlow(Flow):
             raise ValueError(f"horizon must be a positive number or None, got {horizon!r}")
         if not (isinstance(margin, int | float) and 0 <= margin < 1):
             raise ValueError(f"margin must lie in [0, 1), got {margin!r}")
-        if not (isinstance(eig_tol, int | float) and eig_tol > 0):
-            raise ValueError(f"eig_tol must be positive, got {eig_tol!r}")
+        if eig_tol is not None and not (isinstance(eig_tol, int | float) and eig_tol > 0):
+            raise ValueError(f"eig_tol must be positive or None, got {eig_tol!r}")
         self.k = k
+        self.adaptive_k = bool(adaptive_k)
         self.substeps = substeps
         self.horizon = float(horizon) if horizon is not None else 1.0 / substeps
         self.margin = float(margin)
         self.eig_method = eig_method
-        self.eig_tol = float(eig_tol)
+        self.eig_tol = None if eig_tol is None else float(eig_tol)
         self.vg = value_and_grad(loss_fn)
         self._reset()
 
     def _reset(self) -> None:
         self._warm: Tensor | None = None
+        self._k_now = self.k
         self.nfe_grad = 0
         self.n_hvp = 0
         self.n_third = 0
@@ -283,11 +295,12 @@ class CentralFlow(Flow):
     def _eigen(self, w: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
         """Top-k eigenvalues of ``P⁻¹H`` and their ``[k, d]`` θ-space vectors u (``uᵀPu = 1``)."""
         d = w.numel()
-        k = min(self.k, d)
+        k = min(self._k_now, d)
         method = self.eig_method
         if method == "auto":
-            method = "dense" if d <= DENSE_MAX_DIM or 5 * k >= d else "lobpcg"
-        res = sharpness(self.loss_fn, w, k=k, preconditioner=p, method=method, tol=self.eig_tol,
+            method = "dense" if d <= DENSE_MAX_DIM or 2 * k + 2 >= d else "lanczos"
+        tol = self.eig_tol if self.eig_tol is not None else EIG_TOL.get(method, 1e-6)
+        res = sharpness(self.loss_fn, w, k=k, preconditioner=p, method=method, tol=tol,
                         warm_start=self._warm if method in ("lobpcg", "lanczos") else None)
         self._warm = res.eigenvectors
         self.n_hvp += res.n_hvp
@@ -307,6 +320,9 @@ class CentralFlow(Flow):
         p = self._p(v, tn, w)  # [d]
         lam, u = self._eigen(w, p)
         act = [i for i in range(lam.numel()) if float(lam[i]) >= (1.0 - self.margin) * tau]
+        # track one eigenvector beyond the active ones (at most k): the next one to reach the edge
+        # is the largest below it, and a smaller block costs fewer HVPs
+        self._k_now = min(self.k, len(act) + 1) if self.adaptive_k else self.k
         a = len(act)
         ua = u[act]  # [a, d]
         pairs = [(i, j) for j in range(a) for i in range(j + 1)]
@@ -426,7 +442,7 @@ class CentralFlow(Flow):
         return sol
 
     def _extra_config(self) -> dict[str, Any]:
-        return {"k": self.k, "substeps": self.substeps, "horizon": self.horizon, "margin": self.margin,
+        return {"k": self.k, "adaptive_k": self.adaptive_k, "substeps": self.substeps, "horizon": self.horizon, "margin": self.margin,
                 "eig_method": self.eig_method, "eig_tol": self.eig_tol}
 
 
