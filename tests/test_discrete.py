@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -55,20 +56,78 @@ def test_divergence_raises_and_keeps_what_was_recorded():
     assert bool(torch.isfinite(partial.theta).all())
 
 
-def test_interruption_returns_the_recorded_states():
-    prob = rodflow.problems.quadratic([1.0, 0.5], seed=0)
+def _interrupting(prob, at):
     calls = {"n": 0}
 
     def loss_fn(th):
         calls["n"] += 1
-        if calls["n"] == 6:
+        if calls["n"] == at:
             raise KeyboardInterrupt
         return prob.loss_fn(th)
 
+    return loss_fn
+
+
+def test_interruption_keeps_the_recorded_states_and_reraises():
+    prob = rodflow.problems.quadratic([1.0, 0.5], seed=0)
+    with pytest.raises(KeyboardInterrupt) as info:
+        rodflow.iterate(rodflow.optimizer("gd", lr=0.1), _interrupting(prob, 7), prob.theta0, 100)
+    partial = info.value.trajectory  # type: ignore[attr-defined]
+    assert not partial.complete and partial.t.tolist() == [0, 1, 2, 3, 4]  # call 1 is the argument check
+
+
+def test_interruption_returns_the_recorded_states_on_request(tmp_path):
+    prob = rodflow.problems.quadratic([1.0, 0.5], seed=0)
     with pytest.warns(UserWarning, match="interrupted"):
-        traj = rodflow.iterate(rodflow.optimizer("gd", lr=0.1), loss_fn, prob.theta0, 100)
+        traj = rodflow.iterate(rodflow.optimizer("gd", lr=0.1), _interrupting(prob, 7), prob.theta0, 100,
+                               on_interrupt="return")
     assert not traj.complete
     assert traj.t.tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(KeyboardInterrupt):
+        rodflow.iterate(rodflow.optimizer("gd", lr=0.1), _interrupting(prob, 7), prob.theta0, 100,
+                        path=tmp_path / "run.h5", flush_every=100)
+    kept = rodflow.Trajectory.load(tmp_path / "run.h5")
+    assert kept.t.tolist() == [0, 1, 2, 3, 4] and not kept.complete
+    assert torch.equal(kept.theta, traj.theta)
+    with pytest.raises(ValueError, match="on_interrupt"):
+        rodflow.iterate(rodflow.optimizer("gd", lr=0.1), prob.loss_fn, prob.theta0, 3, on_interrupt="ignore")
+
+
+def test_a_nan_loss_with_a_finite_gradient_raises():
+    """L = θ² + log(θ₀ − 1.5) is NaN once θ₀ < 1.5 while autograd's gradient stays finite."""
+    def loss_fn(th):
+        return (th**2).sum() + torch.log((th[0] - 1.5).detach())
+
+    theta0 = torch.tensor([2.0, 1.0], dtype=torch.float64)
+    with pytest.raises(rodflow.NonFiniteError, match=r"non-finite loss.*finite gradient") as info:
+        rodflow.iterate(rodflow.optimizer("gd", lr=0.1), loss_fn, theta0, 50)
+    err = info.value
+    assert isinstance(err.trajectory, rodflow.Trajectory) and not err.trajectory.complete
+    assert bool(torch.isfinite(err.trajectory.loss).all()) and err.trajectory.t.tolist() == [0, 1]  # θ₀: 2, 1.6, 1.28
+    assert rodflow.NonFiniteError("x").trajectory is None  # a typed attribute, present on every instance
+
+
+def test_streaming_to_a_file_equals_the_run_in_memory(tmp_path, small_mlp):
+    spec = rodflow.optimizer("adam", lr=1e-2)
+    mem = rodflow.iterate(spec, small_mlp.loss_fn, small_mlp.theta0, 23, record_every=2, sharpness_every=10)
+    disk = rodflow.iterate(spec, small_mlp.loss_fn, small_mlp.theta0, 23, record_every=2, sharpness_every=10,
+                           path=tmp_path / "run.h5", flush_every=3)
+    assert disk.complete and len(disk) == len(mem) == 13
+    back = disk.read()
+    for name in ("theta", "m", "v", "t", "loss"):
+        assert torch.equal(getattr(back, name), getattr(mem, name)), name
+    assert back.sharpness.keys() == mem.sharpness.keys()
+    for k in mem.sharpness:  # the eigensolver's random start differs between the two runs
+        torch.testing.assert_close(back.sharpness[k], mem.sharpness[k], rtol=1e-6, atol=0)
+    assert back.sharpness["step"].tolist() == [0, 10, 20] and back.config == mem.config
+
+
+def test_divergence_while_streaming_keeps_the_file(tmp_path):
+    prob = rodflow.problems.quadratic([10.0, 1.0], seed=0)
+    with pytest.raises(rodflow.NonFiniteError) as info:
+        rodflow.iterate(rodflow.optimizer("gd", lr=100.0), prob.loss_fn, prob.theta0, 500, path=tmp_path / "d.h5")
+    kept = rodflow.Trajectory.load(tmp_path / "d.h5")
+    assert not kept.complete and len(kept) == len(info.value.trajectory) > 50
 
 
 def test_bad_arguments():
@@ -82,6 +141,50 @@ def test_bad_arguments():
         rodflow.iterate(spec, prob.loss_fn, prob.theta0, 3, record_every=0)
     with pytest.raises(ValueError, match="sharpness_every"):
         rodflow.iterate(spec, prob.loss_fn, prob.theta0, 3, sharpness_every=0)
+
+
+def _quad(th):
+    return (th**2).sum()
+
+
+THETA = torch.tensor([1.0, -2.0], dtype=torch.float64)
+# (keyword arguments of iterate, exception type, the argument the message names)
+BAD_INPUTS = [
+    ({"theta0": [1.0, -2.0]}, TypeError, "theta0"),
+    ({"theta0": np.array([1.0, -2.0])}, TypeError, "theta0"),
+    ({"theta0": torch.ones(2, 2, dtype=torch.float64)}, ValueError, "theta0"),
+    ({"theta0": torch.tensor([1, 2])}, ValueError, "theta0"),
+    ({"loss_fn": lambda th: (th * torch.ones(5, dtype=torch.float64)).sum()}, ValueError, "theta0"),
+    ({"loss_fn": lambda th: torch.tensor(3.0, dtype=torch.float64)}, ValueError, "does not depend on theta"),
+    ({"loss_fn": lambda th: (torch.ones(2, requires_grad=True) ** 2).sum()}, ValueError, "does not depend on theta"),
+    ({"loss_fn": lambda th: th**2}, ValueError, "scalar"),
+    ({"loss_fn": 3.0}, TypeError, "loss_fn"),
+    ({"steps": True}, TypeError, "steps"),
+    ({"steps": 2.0}, TypeError, "steps"),
+    ({"steps": "3"}, TypeError, "steps"),
+    ({"record_every": True}, TypeError, "record_every"),
+    ({"sharpness_every": True}, TypeError, "sharpness_every"),
+    ({"sharpness_every": torch.tensor(True)}, TypeError, "sharpness_every"),
+    ({"sharpness_every": 1.5}, TypeError, "sharpness_every"),
+    ({"flush_every": 0}, ValueError, "flush_every"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "exc", "named"), BAD_INPUTS, ids=[f"{next(iter(k))}-{i}" for i, (k, _, _) in
+                                                                       enumerate(BAD_INPUTS)])
+def test_bad_input_table(kwargs, exc, named):
+    args = {"spec": rodflow.optimizer("gd", lr=0.1), "loss_fn": _quad, "theta0": THETA, "steps": 3, **kwargs}
+    with pytest.raises(exc, match=named):
+        rodflow.iterate(**args)
+
+
+@pytest.mark.parametrize("count", [np.int64(4), torch.tensor(4), np.int32(4)])
+def test_integral_counts_are_accepted(count):
+    spec = rodflow.optimizer("gd", lr=0.1)
+    traj = rodflow.iterate(spec, _quad, THETA, count, record_every=count // 2 if isinstance(count, np.integer)
+                           else torch.tensor(2), sharpness_every=count)
+    assert traj.t.tolist() == [0, 2, 4] and traj.config["steps"] == 4 and type(traj.config["steps"]) is int
+    assert traj.sharpness["step"].tolist() == [0, 4]
 
 
 def test_recording_grid_and_config():

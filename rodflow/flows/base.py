@@ -26,8 +26,7 @@ from torch import Tensor
 from ..derivatives import LossFn, gradient
 from ..integrate import SolverStats, integrate
 from ..optimizers.spec import OptimizerSpec
-from ..phase import PhaseState
-from ..trajectory import Trajectory
+from ..trajectory import PhaseSeries, Trajectory
 from .parts import as_float, look_behind
 
 __all__ = ["ORDERS", "RATES", "TRANSIENT_STEPS", "Flow", "FlowSolution", "TransientWarning"]
@@ -73,7 +72,7 @@ Y = tuple[Tensor, ...]
 
 
 @dataclass
-class FlowSolution:
+class FlowSolution(PhaseSeries):
     """A flow solved from a recorded state, sampled at every integer step.
 
     Attributes:
@@ -106,17 +105,6 @@ class FlowSolution:
     config: dict[str, Any] = field(default_factory=dict)
     flow: Flow | None = field(default=None, repr=False, compare=False)
     predicted_loss: Tensor | None = None
-
-    def __len__(self) -> int:
-        return int(self.t.shape[0])
-
-    def state(self, step: int) -> PhaseState:
-        """The predicted :class:`PhaseState` at step ``step``."""
-        i = int(step - int(self.t[0]))
-        if not 0 <= i < len(self):
-            raise ValueError(f"step: {step} is outside the solution ({int(self.t[0])}..{int(self.t[-1])})")
-        return PhaseState(theta=self.theta[i], m=None if self.m is None else self.m[i],
-                          v=None if self.v is None else self.v[i], t=int(self.t[i]))
 
 
 def _three_point(x: Tensor, k: int, first: int) -> tuple[Tensor, Tensor]:

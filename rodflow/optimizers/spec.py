@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from numbers import Real
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,13 +30,25 @@ from torch import Tensor
 
 from ..phase import PhaseState
 
+if TYPE_CHECKING:
+    from ..trajectory import Trajectory
+
 __all__ = ["GradFn", "NonFiniteError", "OptimizerSpec", "check_gradient"]
 
 GradFn = Callable[[Tensor], Tensor]
 
 
 class NonFiniteError(FloatingPointError, ValueError):
-    """A gradient or state became non-finite (the run diverged, or the loss returned NaN)."""
+    """A gradient or state became non-finite (the run diverged, or the loss returned NaN).
+
+    ``trajectory`` holds the states recorded before the failure (set by :func:`rodflow.iterate`), or ``None``.
+    """
+
+    trajectory: Trajectory | None
+
+    def __init__(self, *args: object, trajectory: Trajectory | None = None):
+        super().__init__(*args)
+        self.trajectory = trajectory
 
 
 def check_real(name: str, value: Any, *, lo: float, hi: float = math.inf, lo_open: bool = False,
