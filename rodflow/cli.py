@@ -158,6 +158,12 @@ def _load(path: Path) -> Any:
     return Trajectory.load(path)
 
 
+def _load_solution(path: Path) -> Any:
+    from .flows import FlowSolution
+
+    return FlowSolution.load(path)
+
+
 def _table(rows: list[dict[str, Any]]) -> str:
     cols = list(rows[0])
     width = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
@@ -188,12 +194,9 @@ def _train(args: argparse.Namespace) -> int:
     prob = task(args.task, n=args.n, seed=args.seed)
     config = {"task": args.task, "n": prob.info["n"], "seed": args.seed}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        traj = rodflow.iterate(spec, prob.loss_fn, prob.theta0, args.steps, sharpness_every=args.sharpness_every,
-                               config=config)
-    except KeyboardInterrupt:
-        raise
-    traj.save(args.out)
+    # streamed to the file as it runs: Ctrl-C or a kill keeps every flushed record
+    traj = rodflow.iterate(spec, prob.loss_fn, prob.theta0, args.steps, sharpness_every=args.sharpness_every,
+                           config=config, path=args.out)
     print(f"{args.optimizer} on {args.task} ({prob.dim} parameters): {len(traj)} steps, final loss "
           f"{float(traj.loss[-1]):.4g}; wrote {args.out}")
     return 0
@@ -214,8 +217,6 @@ def _flow(args: argparse.Namespace) -> int:
              "onset k*": _fmt(s["k_star"]), "grad evals/step": f"{sol.config['grad_evals'] / (len(sol) - 1):.1f}"}]
     print(_table(rows))
     if args.out is not None:
-        if not hasattr(sol, "save"):
-            raise CommandError("--out: saving flow solutions needs the HDF5 trajectory format")
         sol.save(args.out)
         print(f"wrote {args.out}")
     return 0
@@ -263,7 +264,7 @@ def _plot(args: argparse.Namespace) -> int:
     suffix = ".pdf" if args.pdf else ".png"
     out = args.out or args.run.with_suffix(f".{args.kind}{suffix}")
     if args.kind == "loss":
-        runs = {"iterates": traj, **{p.stem: _load(p) for p in args.solutions}}
+        runs = {"iterates": traj, **{p.stem: _load_solution(p) for p in args.solutions}}
         fig = plot.loss_curves(runs)
     elif args.kind == "sharpness":
         if not traj.sharpness:
@@ -275,7 +276,8 @@ def _plot(args: argparse.Namespace) -> int:
 
         if not args.solutions:
             raise CommandError("tracking: give one or more flow solutions (from `rodflow flow RUN --out SOL`)")
-        comps = {p.stem: rodflow.compare(traj, _load(p)) for p in args.solutions}
+        thr = _spec_of(traj).threshold
+        comps = {p.stem: rodflow.compare(traj, _load_solution(p), threshold=thr) for p in args.solutions}
         fig = plot.tracking(traj, comps)
     fig.savefig(out, dpi=110)
     print(f"wrote {out}")

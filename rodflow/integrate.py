@@ -18,6 +18,8 @@ from torchdiffeq import odeint
 from torchdiffeq._impl.odeint import SOLVERS as _TORCHDIFFEQ_SOLVERS
 from torchdiffeq._impl.solvers import AdaptiveStepsizeODESolver
 
+from .progress import enabled, progress_bar
+
 __all__ = ["FIXED_STEP_METHODS", "METHODS", "IntegrationError", "IntegrationResult", "SolverStats",
            "integrate"]
 
@@ -83,8 +85,11 @@ class _CountedField(nn.Module):
     the smallest step there (our own checks: torchdiffeq's asserts vanish under ``python -O``), and
     clips the field."""
 
-    def __init__(self, field: Field, clip: float | None, stats: SolverStats, adaptive: bool, max_steps: int):
+    def __init__(self, field: Field, clip: float | None, stats: SolverStats, adaptive: bool, max_steps: int,
+                 bar: Any = None, t0: float = 0.0):
         super().__init__()
+        self.bar = bar
+        self._shown = t0
         self.field = field
         self.clip = clip
         self.stats = stats
@@ -105,12 +110,22 @@ class _CountedField(nn.Module):
         self._check_cap()
         if not self.adaptive:
             self.stats.n_steps += 1
+            self._progress(t0, dt)
         elif bool(t0 + dt == t0) or not bool(torch.isfinite(dt)):
             raise _Abort(f"step size underflow (dt = {float(dt):.3g} at t = {float(t0):.6g}); the field is too "
                          "stiff or blows up")
 
     def _accept(self, t0: Tensor, y0: State, dt: Tensor) -> None:
         self.stats.n_steps += 1
+        self._progress(t0, dt)
+
+    def _progress(self, t0: Tensor, dt: Tensor) -> None:
+        if self.bar is None:
+            return
+        now = float(t0 + dt)
+        self.bar.update(abs(now - self._shown))
+        self._shown = now
+        self.bar.set_postfix(h=f"{float(dt):.3g}", nfe=self.stats.nfe, refresh=False)
 
     def _reject(self, t0: Tensor, y0: State, dt: Tensor) -> None:
         self.stats.n_rejected += 1
@@ -135,6 +150,7 @@ def integrate(
     options: dict[str, Any] | None = None,
     clip: float | None = None,
     check_finite: bool = True,
+    progress: bool | None = None,
 ) -> IntegrationResult:
     """Solve ``dy/dt = field(t, y)`` from ``y(t[0]) = y0`` and return ``y`` at every time in ``t``.
 
@@ -152,6 +168,8 @@ def integrate(
             together with the step-size underflow check (so both hold under ``python -O`` too).
         clip: if given, each component of the field is clamped to ``[-clip, clip]``.
         check_finite: raise :class:`IntegrationError` if a returned state is not finite.
+        progress: a bar on stderr in flow time, with the current step size and field evaluations
+            (``None``: only when stderr is a terminal; see :mod:`rodflow.progress`).
 
     Raises:
         IntegrationError: non-finite state, step-size underflow or ``max_num_steps`` exceeded.
@@ -186,23 +204,32 @@ def integrate(
     if adaptive:
         opts["max_num_steps"] = max_steps + 1  # ours fires first; torchdiffeq's assert is the backstop
     stats = SolverStats()
-    func = _CountedField(field, clip, stats, adaptive=adaptive, max_steps=max_steps)
     if not _all_finite(y0):
         raise IntegrationError("integrate: y0 is not finite", stats)
-    try:
-        ys = odeint(func, y0, t, method=method, rtol=rtol, atol=atol, options=opts)
-    except _Abort as err:
-        raise IntegrationError(f"integrate: {err}", stats) from None
-    except AssertionError as err:  # fallback: torchdiffeq's own asserts (absent under python -O)
-        msg = str(err)
-        if "underflow" in msg:
-            raise IntegrationError(f"integrate: step size underflow ({msg}); the field is too stiff "
-                                   "or blows up", stats) from err
-        if "non-finite" in msg:
-            raise IntegrationError("integrate: the state became non-finite", stats) from err
-        if "max_num_steps" in msg:
-            raise IntegrationError(f"integrate: {msg}", stats) from err
-        raise
+    span = float(abs(t[-1] - t[0]))
+    with progress_bar(span, f"integrate ({method})", progress=progress, unit="t") as bar:
+        func = _CountedField(field, clip, stats, adaptive=adaptive, max_steps=max_steps,
+                             bar=bar if enabled(progress) else None, t0=float(t[0]))
+        try:
+            ys = odeint(func, y0, t, method=method, rtol=rtol, atol=atol, options=opts)
+        except _Abort as err:
+            raise IntegrationError(f"integrate: {err}", stats) from None
+        except AssertionError as err:  # fallback: torchdiffeq's own asserts (absent under python -O)
+            _raise_from_assert(err, stats)
     if check_finite and not _all_finite(ys):
         raise IntegrationError("integrate: the solution is not finite", stats)
     return IntegrationResult(ys=ys, t=t, stats=stats)
+
+
+def _raise_from_assert(err: AssertionError, stats: SolverStats) -> None:
+    """Map torchdiffeq's assert texts to :class:`IntegrationError` (a fallback: our own step
+    callbacks catch the step cap and step-size underflow first); re-raise anything else."""
+    msg = str(err)
+    if "underflow" in msg:
+        raise IntegrationError(f"integrate: step size underflow ({msg}); the field is too stiff "
+                               "or blows up", stats) from err
+    if "non-finite" in msg:
+        raise IntegrationError("integrate: the state became non-finite", stats) from err
+    if "max_num_steps" in msg:
+        raise IntegrationError(f"integrate: {msg}", stats) from err
+    raise err

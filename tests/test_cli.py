@@ -54,13 +54,15 @@ def _cli(*argv: str) -> subprocess.CompletedProcess:
 
 
 def test_train_flow_sharpness_plot_on_a_tiny_run(tmp_path):
-    run = tmp_path / "run.pt"
+    run = tmp_path / "run.h5"
     out = _cli("train", "--steps", "12", "--lr", "0.01", "--sharpness-every", "4", "--out", str(run))
     assert out.returncode == 0, out.stderr
     assert "wrote" in out.stdout and run.exists()
-    out = _cli("flow", str(run), "--family", "stable", "--start", "2")
+    out = _cli("flow", str(run), "--family", "stable", "--start", "2", "--out", str(tmp_path / "sol.h5"))
     assert out.returncode == 0, out.stderr
     assert "pre-EoS mean" in out.stdout and "grad evals/step" in out.stdout
+    out = _cli("plot", str(run), str(tmp_path / "sol.h5"), "--kind", "tracking")
+    assert out.returncode == 0 and (tmp_path / "run.tracking.png").exists(), out.stderr
     out = _cli("sharpness", str(run), "--out", str(tmp_path / "s.png"))
     assert out.returncode == 0 and (tmp_path / "s.png").stat().st_size > 1000, out.stderr
     out = _cli("plot", str(run), "--kind", "loss", "--pdf")

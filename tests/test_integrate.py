@@ -152,3 +152,22 @@ def test_methods_are_torchdiffeqs_table():
         assert abs(res.ys[-1].item() - np.exp(-1.0)) < 1e-3
     with pytest.raises(ValueError, match="max_num_steps"):
         rodflow.integrate(lambda t, y: -y, y0, t, options={"max_num_steps": 0})
+
+
+def test_progress_bar_in_flow_time(monkeypatch):
+    import io
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    err = Tty()
+    monkeypatch.setattr("sys.stderr", err)
+    monkeypatch.delenv("RODFLOW_PROGRESS", raising=False)
+    t = torch.tensor([0.0, 3.0], dtype=torch.float64)
+    rodflow.integrate(lambda t, y: -y, torch.ones(1, dtype=torch.float64), t)
+    assert "integrate (dopri5)" in err.getvalue() and "nfe=" in err.getvalue()
+    quiet = Tty()
+    monkeypatch.setattr("sys.stderr", quiet)
+    rodflow.integrate(lambda t, y: -y, torch.ones(1, dtype=torch.float64), t, progress=False)
+    assert quiet.getvalue() == ""

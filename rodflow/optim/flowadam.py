@@ -317,7 +317,8 @@ class FlowAdam(Optimizer):
 
         t = torch.tensor([0.0, self.ode_t_scale], dtype=torch.float64)
         try:
-            res = integrate(field, start, t, method=self.ode_method, rtol=self.ode_tol, atol=self.ode_tol)
+            res = integrate(field, start, t, method=self.ode_method, rtol=self.ode_tol, atol=self.ode_tol,
+                            progress=False)
         except IntegrationError as err:
             self.ode_nfe += err.stats.nfe
             for p, s0 in zip(params, start):
