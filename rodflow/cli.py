@@ -327,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "repro":
         return _repro(args, rest)
+    if args.quiet:
+        import os
+
+        os.environ["RODFLOW_PROGRESS"] = "0"
     run = {"train": _train, "flow": _flow, "sharpness": _sharpness, "fit": _fit, "plot": _plot}[args.command]
     from .threads import num_threads
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import operator
 import os
 import warnings
+from contextlib import ExitStack
 from typing import Any
 
 import torch
@@ -13,6 +14,7 @@ from torch import Tensor
 from .derivatives import LossFn, value_and_grad
 from .optimizers.spec import NonFiniteError, OptimizerSpec, check_gradient
 from .phase import PhaseState
+from .progress import progress_bar
 from .trajectory import Trajectory, TrajectoryWriter
 
 __all__ = ["ON_INTERRUPT", "check_count", "iterate"]
@@ -152,6 +154,7 @@ def iterate(
     flush_every: int = 10,
     compression: str | None = None,
     on_interrupt: str = "raise",
+    progress: bool | None = None,
 ) -> Trajectory:
     """Run ``steps`` steps of ``spec`` from ``theta0`` on ``loss_fn`` and record the states.
 
@@ -171,6 +174,8 @@ def iterate(
     ``on_interrupt="return"`` returns that partial trajectory instead (with a warning). A
     non-finite loss or gradient, or a step that overflows θ, raises :class:`NonFiniteError`
     whose ``trajectory`` holds the states recorded before it.
+
+    ``progress``: a bar on stderr (``None``: only when stderr is a terminal; :mod:`rodflow.progress`).
 
     >>> import torch, rodflow
     >>> traj = rodflow.iterate(rodflow.optimizer("gd", lr=0.5), lambda th: (th ** 2).sum(),
@@ -221,6 +226,8 @@ def iterate(
     def series() -> dict[str, Tensor]:
         return tracker.series() if tracker is not None else {}
 
+    bars = ExitStack()
+    bar = bars.enter_context(progress_bar(steps, f"iterate {spec.name}", progress=progress))
     try:
         for k in range(steps + 1):
             loss, g = vg(state.theta)
@@ -242,6 +249,7 @@ def iterate(
                 return g if theta is here else vg(theta)[1]
 
             state = spec.step(state, grad_fn)
+            bar.update(1)
     except KeyboardInterrupt as err:
         partial = recorder.build(series(), complete=False) if len(recorder) else recorder.discard()
         if on_interrupt == "raise":
@@ -258,4 +266,6 @@ def iterate(
     except BaseException:
         recorder.discard()
         raise
+    finally:
+        bars.close()
     return recorder.build(series(), complete=True)

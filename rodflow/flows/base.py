@@ -299,6 +299,7 @@ class Flow(ABC):
         sharpness_kwargs: dict[str, Any] | None = None,
         initial_kwargs: dict[str, Any] | None = None,
         check_config: bool = True,
+        progress: bool | None = None,
     ) -> FlowSolution:
         """Solve the flow from the iterates around ``start`` for ``steps`` steps (default: to the end).
 
@@ -308,6 +309,7 @@ class Flow(ABC):
         take anything :func:`operator.index` takes (not bools). The trajectory's recorded optimizer
         and hyperparameters must be the flow's (``check_config=False`` skips the check). A flow of
         an adaptive optimizer started before :data:`TRANSIENT_STEPS` warns (:class:`TransientWarning`).
+        ``progress``: a bar in flow time (``None``: only on a terminal; :mod:`rodflow.progress`).
         """
         if not isinstance(trajectory, Trajectory):
             raise TypeError(f"trajectory must be a Trajectory, got {type(trajectory).__name__}")
@@ -334,7 +336,8 @@ class Flow(ABC):
         dtype = y0[0].dtype
         t = torch.arange(start, start + steps + 1, dtype=dtype, device=y0[0].device)
         self.nfe_grad = 0
-        res = integrate(self.field, y0, t, method=method, rtol=rtol, atol=self._atol(atol, y0), options=options)
+        res = integrate(self.field, y0, t, method=method, rtol=rtol, atol=self._atol(atol, y0), options=options,
+                        progress=progress)
         ys = tuple(res.ys)
         steps_t = torch.arange(start, start + steps + 1, dtype=torch.int64)
         pred = self.predict(steps_t, ys)
