@@ -61,6 +61,7 @@ from torch.optim.adam import adam as functional_adam
 
 from ..integrate import METHODS, IntegrationError, integrate
 from ..optimizers.spec import check_betas, check_real
+from .groups import check_group
 from .reductions import change_terms, fusable
 
 __all__ = ["INJECTIONS", "PRESETS", "FlowAdam"]
@@ -170,6 +171,11 @@ class FlowAdam(Optimizer):
     _GLOBALS = ("global_step", "grad_norm_ema", "change_ema", "ode_triggers", "ode_failures", "grad_evals",
                 "ode_nfe")
 
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """``torch.optim.Optimizer.add_param_group``, with the group's lr, betas, eps and weight_decay checked."""
+        super().add_param_group(param_group)
+        check_group(self.param_groups[-1], len(self.param_groups) - 1)
+
     def _reset_globals(self) -> None:
         self.global_step = 0  # steps taken
         self.grad_norm_ema: Tensor | None = None  # N_t (float64, 0-d)
@@ -193,6 +199,10 @@ class FlowAdam(Optimizer):
         state_dict = dict(state_dict)
         glob = state_dict.pop("flowadam", None)
         super().load_state_dict(state_dict)
+        # a torch.optim.Adam state (switching a run to FlowAdam) has no g_{t−1}: start from g_0 = 0
+        for st in self.state.values():
+            if "exp_avg" in st and "prev_grad" not in st:
+                st["prev_grad"] = st["exp_avg"].new_zeros(st["exp_avg"].shape)
         self._reset_globals()
         if glob is not None:
             for name in self._GLOBALS:
@@ -215,6 +225,9 @@ class FlowAdam(Optimizer):
             for p in group["params"]:
                 if not p.requires_grad:
                     continue
+                if p.grad is not None and p.grad.is_sparse:
+                    raise RuntimeError("FlowAdam does not support sparse gradients (as torch.optim.Adam; "
+                                       "torch.optim.SparseAdam handles them)")
                 st = self.state[p]
                 if not st:
                     on_device = fusable([p]) if fused is None else fused
@@ -326,9 +339,12 @@ class FlowAdam(Optimizer):
             return False
         self.ode_nfe += res.stats.nfe
         for p, s0, y, r in zip(params, start, res.ys, rates):
+            if r == 0.0:  # a group at lr 0 is frozen, bitwise: θ and m stay (as torch.optim.Adam)
+                p.copy_(s0)
+                continue
             end = y[-1]
             p.copy_(end)
-            if self.injection == "none" or r == 0.0:  # a group at lr 0 is frozen: θ and m stay
+            if self.injection == "none":
                 continue
             m = self.state[p]["exp_avg"]
             u = (s0 - end).div_(r)  # −Δθ / lr

@@ -63,6 +63,7 @@ from torch.optim import Optimizer
 from torch.optim.adam import adam as functional_adam
 
 from ..optimizers.spec import check_betas, check_real
+from .groups import check_group
 from .reductions import fusable, sq_norms, stack64, velocity_terms
 
 __all__ = ["VRAdam"]
@@ -132,6 +133,12 @@ class VRAdam(Optimizer):
                     "weight_decay": weight_decay, "power": power, "norm_on": norm_on, "fused": fused}
         super().__init__(params, defaults)
         self.process_group = process_group
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """``torch.optim.Optimizer.add_param_group``, with the group's hyperparameters checked."""
+        super().add_param_group(param_group)
+        check_group(self.param_groups[-1], len(self.param_groups) - 1,
+                    {"beta3": (0.0, False), "alpha1": (0.0, False), "power": (0.0, True)})
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Optimizer.__getstate__ keeps defaults, state and param_groups; a process group cannot
