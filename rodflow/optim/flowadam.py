@@ -286,9 +286,12 @@ class FlowAdam(Optimizer):
         if self.grad_norm_ema is None or self.change_ema is None:
             self.grad_norm_ema, self.change_ema = n_t.clone(), c_t.clone()
         else:
+            # a non-finite gradient leaves the EMAs at their last finite values (no host synchronisation):
+            # one NaN closure must not switch the ODE off for the rest of the run
             b = self.beta_stat
-            self.grad_norm_ema = b * self.grad_norm_ema + (1.0 - b) * n_t
-            self.change_ema = b * self.change_ema + (1.0 - b) * c_t
+            self.grad_norm_ema = torch.where(torch.isfinite(n_t), b * self.grad_norm_ema + (1.0 - b) * n_t,
+                                             self.grad_norm_ema)
+            self.change_ema = torch.where(torch.isfinite(c_t), b * self.change_ema + (1.0 - b) * c_t, self.change_ema)
         use_ode = False
         if self.global_step > self.warmup:
             plateau = n_t < self.switch_sensitivity * self.grad_norm_ema

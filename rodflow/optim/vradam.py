@@ -132,6 +132,9 @@ class VRAdam(Optimizer):
         defaults = {"lr": lr, "betas": betas, "beta3": beta3, "alpha1": alpha1, "eps": eps,
                     "weight_decay": weight_decay, "power": power, "norm_on": norm_on, "fused": fused}
         super().__init__(params, defaults)
+        if any(p.is_complex() for g in self.param_groups for p in g["params"]):
+            raise ValueError("params: VRAdam's velocity norm is defined for real parameters; got a complex one "
+                             "(view it as real with torch.view_as_real)")
         self.process_group = process_group
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -180,7 +183,10 @@ class VRAdam(Optimizer):
         terms = velocity_terms(exp_avgs, grads, device)  # [n_tensors, 2]: ⟨m, g⟩, ‖g‖²
         mm = torch.stack(prev) if one_device else stack64(prev, device)  # prev: float64, on its parameter's device
         coef = torch.tensor([2.0 * beta1 * (1.0 - beta1), (1.0 - beta1) ** 2], dtype=torch.float64, device=device)
-        return torch.addmv(mm, terms, coef, beta=beta1 * beta1).clamp_min_(0.0)
+        out = torch.addmv(mm, terms, coef, beta=beta1 * beta1).clamp_min_(0.0)
+        # a tensor whose gradient (or moment) holds a NaN/inf keeps its last finite ‖m‖², so one bad element
+        # poisons only itself (as in AdamW), not the group's rate; no host synchronisation
+        return torch.where(torch.isfinite(out), out, mm)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
@@ -231,8 +237,8 @@ class VRAdam(Optimizer):
                     for x, y in zip(prev, per_tensor.unbind()):
                         x.copy_(y)
                 sq = per_tensor.sum()
-            else:
-                sq = sq_norms(grads, dev).sum()
+            else:  # a non-finite gradient tensor adds nothing to the penalty (its own update is AdamW's)
+                sq = torch.nan_to_num(sq_norms(grads, dev), nan=0.0, posinf=0.0).sum()
             if self.process_group is not None:
                 dist.all_reduce(sq, op=dist.ReduceOp.SUM, group=self.process_group)
             eta = self.effective_lr(group, sq)

@@ -93,3 +93,57 @@ def test_sparse_gradients_are_refused(name):
 
     with pytest.raises(RuntimeError, match="sparse"):
         opt.step(closure)
+
+
+def test_vradam_one_nan_gradient_element_poisons_only_itself_as_adamw():
+    net = tiny_net(4, 6, 2)
+    opt = rodflow.VRAdam(net.parameters(), lr=1e-2, beta3=5.0)
+    x, y = tiny_data(4, 2, 32)
+    for _ in range(3):
+        opt.zero_grad()
+        (net(x) - y).square().mean().backward()
+        opt.step()
+    opt.zero_grad()
+    (net(x) - y).square().mean().backward()
+    net[0].weight.grad[0, 0] = float("nan")
+    opt.step()
+    weight = net[0].weight.detach()
+    assert bool(torch.isnan(weight[0, 0])) and int(torch.isnan(weight).sum()) == 1
+    assert all(bool(torch.isfinite(p).all()) for p in list(net.parameters())[1:])
+    with pytest.raises(ValueError, match="complex"):
+        rodflow.VRAdam([torch.nn.Parameter(torch.ones(2, dtype=torch.complex64))])
+
+
+def test_flowadam_keeps_triggering_after_a_nan_closure():
+    net = tiny_net(4, 6, 2)
+    x, y = tiny_data(4, 2, 32)
+    opt = rodflow.FlowAdam(net.parameters(), lr=1e-2, warmup=1, switch_sensitivity=10.0)
+    bad = {"now": False}
+
+    def closure():
+        opt.zero_grad()
+        loss = (net(x) - y).square().mean()
+        loss.backward()
+        if bad["now"]:
+            for p in net.parameters():
+                p.grad.fill_(float("nan"))
+        return loss
+
+    for _ in range(3):
+        opt.step(closure)
+    with torch.no_grad():
+        saved = [p.clone() for p in net.parameters()]
+    bad["now"] = True
+    opt.step(closure)
+    assert bool(torch.isfinite(opt.grad_norm_ema)) and bool(torch.isfinite(opt.change_ema))
+    bad["now"] = False
+    with torch.no_grad():
+        for p, s in zip(net.parameters(), saved):
+            p.copy_(s)
+    for st in opt.state.values():  # the NaN step poisoned the moments (as in Adam); start them again
+        for key in ("exp_avg", "exp_avg_sq", "prev_grad"):
+            st[key].zero_()
+    before = opt.ode_triggers
+    for _ in range(3):
+        opt.step(closure)
+    assert opt.ode_triggers > before
