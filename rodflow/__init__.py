@@ -13,6 +13,7 @@ from .integrate import IntegrationError, IntegrationResult, integrate
 from .optim import FlowAdam, VRAdam
 from .optimizers import OPTIMIZERS, NonFiniteError, OptimizerSpec, optimizer
 from .phase import PhaseState, flatten, unflatten
+from .record import Recorder
 from .sharpness import SharpnessResult, hvp, preconditioned_sharpness, sharpness
 from .trajectory import Trajectory
 
@@ -27,6 +28,7 @@ __all__ = [
     "NonFiniteError",
     "OptimizerSpec",
     "PhaseState",
+    "Recorder",
     "SharpnessResult",
     "Trajectory",
     "VRAdam",
