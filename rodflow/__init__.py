@@ -46,6 +46,7 @@ _EXPORTS: dict[str, str] = {
     "sharpness": "sharpness",
     "Trajectory": "trajectory",
     "EoSMonitor": "monitor",
+    "Recorder": "record",
 }
 _SUBMODULES = ("adapters", "plot", "problems")
 
@@ -92,5 +93,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .optim import FlowAdam, VRAdam
     from .optimizers import OPTIMIZERS, NonFiniteError, OptimizerSpec, optimizer
     from .phase import PhaseState, flatten, unflatten
+    from .record import Recorder
     from .sharpness import SharpnessResult, hvp, preconditioned_sharpness, sharpness
     from .trajectory import Trajectory

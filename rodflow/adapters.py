@@ -1,210 +1,201 @@
-"""The one map between a live ``torch.optim`` optimizer and rodflow's phase space, both ways.
+"""The one map between a live ``torch.optim`` optimizer and the simulator: :class:`OptimizerSpec` and :class:`PhaseState`.
 
-``spec_of(optimizer)`` gives the :class:`~rodflow.OptimizerSpec` whose exact step is the optimizer's
-step (names and conventions from ``torch/optim/*.py``); ``state_of(optimizer, params)`` reads
-θ, m, v and t from ``optimizer.state`` as a :class:`~rodflow.PhaseState` (flattened in the order of
-``params``, as :func:`rodflow.flatten` does); ``load_state(optimizer, params, state)`` writes a
-phase-space state back into the parameters and the optimizer's state. The Recorder, the EoS monitor
-and the parity tests all go through here.
+=====================================  ==============  ====================================================
+optimizer (conditions)                 spec            state (``optimizer.state[p]`` keys → phase space)
+=====================================  ==============  ====================================================
+``SGD`` (momentum 0)                   ``gd``          ``step``: counted by the caller
+``SGD(momentum=β, nesterov=...)``      ``heavy_ball``  ``momentum_buffer`` → m
+  (dampening 0)                        / ``nesterov``
+``Adam``, ``AdamW`` (weight_decay 0)   ``adam``        ``exp_avg`` → m, ``exp_avg_sq`` → v, ``step`` → t
+``NAdam``                              ``nadam``       as Adam (``mu_product`` is recomputed from t)
+``RMSprop`` (momentum 0, uncentred)    ``rmsprop``     ``square_avg`` → v, ``step`` → t
+``rodflow.FlowAdam``                   ``adam``        as Adam (its ODE steps are not Adam steps)
+``rodflow.VRAdam`` (norm on velocity)  ``vradam``      as Adam (``exp_avg_norm_sq`` is recomputed)
+=====================================  ==============  ====================================================
 
-=====================================  ===============  ===============================================
-torch optimizer                        spec             state: m, v, t
-=====================================  ===============  ===============================================
-``SGD(momentum=0)``                    ``gd``           —, —, counted by the caller
-``SGD(momentum=β)`` / ``nesterov``     ``heavy_ball`` / ``momentum_buffer``, —, counted by the caller
-                                       ``nesterov``
-``Adam``, ``AdamW(weight_decay=0)``    ``adam``         ``exp_avg``, ``exp_avg_sq``, ``step``
-``NAdam``                              ``nadam``        ``exp_avg``, ``exp_avg_sq``, ``step``
-``RMSprop``                            ``rmsprop``      —, ``square_avg``, ``step``
-``rodflow.FlowAdam`` (Adam mode)       ``adam``         ``exp_avg``, ``exp_avg_sq``, ``step``
-``rodflow.VRAdam``                     ``vradam``       ``exp_avg``, ``exp_avg_sq``, ``step``
-=====================================  ===============  ===============================================
-
-Not mapped (:class:`NotMapped`, a ``ValueError`` that says why): weight decay (L2 or decoupled:
-the specs have none), SGD dampening, AMSGrad, ``maximize``, centred or momentum RMSprop, VRAdam's
-``norm_on="grad"``, parameter groups with different hyperparameters, and any other optimizer
-class. Their states can still be read where the moments exist.
+Every mapped optimizer also needs ``maximize=False``, no ``amsgrad``, ``weight_decay=0`` and
+equal hyperparameters in all parameter groups. AdamW's decoupled decay θ ← θ(1 − ηλ) (and L2
+decay, which is a different loss) is not part of the specs, so ``AdamW(weight_decay>0)`` is *not
+mapped* (:class:`NotMapped` says why); record its θ and loss only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim import Optimizer
 
 from .optimizers import OptimizerSpec
 from .optimizers import optimizer as make_spec
+from .optimizers.adam import nadam_mu_product
 from .phase import PhaseState
 
-__all__ = ["MAPPED", "NotMapped", "load_state", "spec_and_state", "spec_of", "state_of"]
+__all__ = ["NotMapped", "load_phase_state", "phase_state", "spec_from_config", "spec_of"]
+
+_MOMENT_KEYS = {"m": ("exp_avg", "momentum_buffer"), "v": ("exp_avg_sq", "square_avg")}
 
 
 class NotMapped(ValueError):
-    """The live optimizer (or this configuration of it) has no matching spec."""
+    """The optimizer (or its configuration) has no :class:`OptimizerSpec`; the message says why."""
 
 
-def _mapped() -> dict[type, str]:
+def _rodflow_optims() -> tuple[type, type]:
     from .optim import FlowAdam, VRAdam
 
-    return {torch.optim.SGD: "sgd", torch.optim.Adam: "adam", torch.optim.AdamW: "adamw",
-            torch.optim.NAdam: "nadam", torch.optim.RMSprop: "rmsprop", FlowAdam: "flowadam", VRAdam: "vradam"}
+    return FlowAdam, VRAdam
 
 
-#: Names of the optimizer classes that map to a spec (see the module docstring).
-MAPPED = ("SGD", "Adam", "AdamW", "NAdam", "RMSprop", "FlowAdam", "VRAdam")
+def _group_hyperparameters(opt: Optimizer) -> dict[str, Any]:
+    """The hyperparameters shared by every group (``NotMapped`` if groups differ)."""
+    def plain(group: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for k, x in group.items():
+            if k == "params":
+                continue
+            out[k] = float(x) if isinstance(x, Tensor) and x.numel() == 1 else x
+        return out
 
-# hyperparameters of each group that must all agree for one spec to describe the optimizer
-_IGNORED = {"params", "foreach", "fused", "capturable", "differentiable", "initial_lr", "name"}
-
-
-def _group(opt: torch.optim.Optimizer) -> dict[str, Any]:
-    groups = opt.param_groups
-    first = {k: v for k, v in groups[0].items() if k not in _IGNORED}
-    for i, g in enumerate(groups[1:], 1):
-        other = {k: v for k, v in g.items() if k not in _IGNORED}
-        if other != first:
-            diff = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
-            raise NotMapped(f"optimizer: parameter group {i} differs from group 0 in {', '.join(diff)}; one spec "
-                            "describes one set of hyperparameters")
-    return first
+    groups = [plain(g) for g in opt.param_groups]
+    if any(g != groups[0] for g in groups[1:]):
+        raise NotMapped(f"{type(opt).__name__}: the parameter groups have different hyperparameters; one spec "
+                        "describes one group")
+    return groups[0]
 
 
-def _scalar(x: Any) -> float:
-    return float(x.item()) if isinstance(x, Tensor) else float(x)
+def _require(opt: Optimizer, hp: dict[str, Any], **expected: Any) -> None:
+    for key, want in expected.items():
+        got = hp.get(key, want)
+        if got != want and not (isinstance(want, bool) and bool(got) == want):
+            raise NotMapped(f"{type(opt).__name__}({key}={got!r}) is not mapped: the spec assumes {key}={want!r}")
 
 
-def _refuse(kind: str, g: dict[str, Any], **checks: Any) -> None:
-    for key, ok in checks.items():
-        if key in g and g[key] != ok and not (ok == 0 and _scalar(g[key]) == 0.0):
-            raise NotMapped(f"optimizer: {kind} with {key}={g[key]!r} is not mapped (the spec has no {key})")
-
-
-def spec_of(opt: torch.optim.Optimizer) -> OptimizerSpec:
-    """The spec whose exact step is ``opt``'s step (``NotMapped`` where there is none)."""
-    if not isinstance(opt, torch.optim.Optimizer):
+def spec_of(opt: Optimizer) -> OptimizerSpec:
+    """The :class:`OptimizerSpec` whose step is ``opt``'s step (``NotMapped`` if there is none)."""
+    if not isinstance(opt, Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(opt).__name__}")
-    kind = _mapped().get(type(opt))
-    if kind is None:
-        raise NotMapped(f"optimizer: {type(opt).__name__} has no matching spec; mapped: {', '.join(MAPPED)}")
-    g = _group(opt)
-    lr = _scalar(g["lr"])
-    if kind == "sgd":
-        _refuse("SGD", g, weight_decay=0, dampening=0, maximize=False)
-        mom = _scalar(g["momentum"])
-        if mom == 0:
-            return make_spec("gd", lr=lr)
-        return make_spec("nesterov" if g["nesterov"] else "heavy_ball", lr=lr, momentum=mom)
-    if kind in ("adam", "adamw", "flowadam"):
-        _refuse(type(opt).__name__, g, weight_decay=0, amsgrad=False, maximize=False)
-        return make_spec("adam", lr=lr, betas=tuple(g["betas"]), eps=g["eps"])
-    if kind == "nadam":
-        _refuse("NAdam", g, weight_decay=0, maximize=False)
-        return make_spec("nadam", lr=lr, betas=tuple(g["betas"]), eps=g["eps"], momentum_decay=g["momentum_decay"])
-    if kind == "rmsprop":
-        _refuse("RMSprop", g, weight_decay=0, momentum=0, centered=False, maximize=False)
-        return make_spec("rmsprop", lr=lr, alpha=g["alpha"], eps=g["eps"], bias_correction=False)
-    _refuse("VRAdam", g, weight_decay=0, norm_on="velocity")
-    return make_spec("vradam", lr=lr, betas=tuple(g["betas"]), eps=g["eps"], beta3=g["beta3"], alpha1=g["alpha1"],
-                     power=g["power"])
+    hp = _group_hyperparameters(opt)
+    cls = type(opt)
+    flow_adam, vr_adam = _rodflow_optims()
+    if hp.get("maximize"):
+        raise NotMapped(f"{cls.__name__}(maximize=True) is not mapped")
+    if cls is torch.optim.SGD:
+        _require(opt, hp, dampening=0, weight_decay=0)
+        if not hp["momentum"]:
+            return make_spec("gd", lr=hp["lr"])
+        return make_spec("nesterov" if hp["nesterov"] else "heavy_ball", lr=hp["lr"], momentum=hp["momentum"])
+    if cls in (torch.optim.Adam, torch.optim.AdamW, flow_adam):
+        if cls is torch.optim.AdamW and hp["weight_decay"]:
+            raise NotMapped(f"AdamW(weight_decay={hp['weight_decay']}) is not mapped: its decoupled decay "
+                            "θ ← θ(1 − lr·λ) is not part of the adam spec (weight_decay=0 maps to adam)")
+        _require(opt, hp, weight_decay=0, amsgrad=False)
+        return make_spec("adam", lr=hp["lr"], betas=tuple(hp["betas"]), eps=hp["eps"])
+    if cls is torch.optim.NAdam:
+        _require(opt, hp, weight_decay=0)
+        return make_spec("nadam", lr=hp["lr"], betas=tuple(hp["betas"]), eps=hp["eps"],
+                         momentum_decay=hp["momentum_decay"])
+    if cls is torch.optim.RMSprop:
+        _require(opt, hp, momentum=0, centered=False, weight_decay=0)
+        return make_spec("rmsprop", lr=hp["lr"], alpha=hp["alpha"], eps=hp["eps"], bias_correction=False)
+    if cls is vr_adam:
+        _require(opt, hp, weight_decay=0)
+        if hp.get("norm_on", "velocity") != "velocity":
+            raise NotMapped("VRAdam(norm_on='grad') is not mapped: the vradam spec takes the velocity norm")
+        return make_spec("vradam", lr=hp["lr"], betas=tuple(hp["betas"]), eps=hp["eps"], beta3=hp["beta3"],
+                         alpha1=hp["alpha1"], power=hp["power"])
+    raise NotMapped(f"{cls.__module__}.{cls.__name__} is not mapped to a rodflow spec")
 
 
-# optimizer.state keys of the first and second moments, by class name (torch/optim/*.py, rodflow/optim/*.py)
-_M_KEYS = ("exp_avg", "momentum_buffer")
-_V_KEYS = ("exp_avg_sq", "square_avg")
+def spec_from_config(config: dict[str, Any]) -> OptimizerSpec:
+    """The spec recorded in a trajectory's ``config`` (``"optimizer"`` and ``"hyperparameters"``)."""
+    name, hp = config.get("optimizer"), config.get("hyperparameters")
+    if not isinstance(name, str) or not isinstance(hp, dict):
+        raise ValueError("config: no optimizer spec recorded (an unmapped optimizer?); pass the spec explicitly")
+    return dataclasses.replace(make_spec(name), **hp)  # the name's fixed flags are among hp, with equal values
 
 
-def _params(opt: torch.optim.Optimizer, params: Iterable[Tensor] | None) -> list[Tensor]:
+def _params(opt: Optimizer, params: Iterable[Tensor] | None) -> list[Tensor]:
     if params is None:
         return [p for g in opt.param_groups for p in g["params"]]
-    out = list(params)
-    if not out:
-        raise ValueError("params: no parameters given")
-    return out
+    return list(params)
 
 
-def state_of(opt: torch.optim.Optimizer, params: Iterable[Tensor] | None = None, *, t: int | None = None
-             ) -> PhaseState:
-    """θ, m, v, t of ``opt`` over ``params`` (default: its groups' parameters in order), flattened.
+def _flat(parts: Sequence[Tensor]) -> Tensor:
+    return torch.cat([x.detach().reshape(-1) for x in parts])
 
-    Moments absent from ``optimizer.state`` (before the first step, or a method without them) are
-    zeros where the optimizer has such a moment, ``None`` otherwise. t is the state's ``step``; an
-    optimizer that keeps no count (torch's SGD) takes ``t``, the number of steps the caller counted.
+
+def phase_state(opt: Optimizer, params: Iterable[Tensor] | None = None, *, t: int | None = None) -> PhaseState:
+    """``opt``'s state as a :class:`PhaseState` over ``params`` (default: the optimizer's, in group order).
+
+    θ is the flat parameter vector (:func:`rodflow.flatten`'s order), m and v the moments in the
+    same order (zeros for a parameter without state yet, ``None`` when the optimizer keeps
+    none), t the step count (``state["step"]``, or ``t`` for optimizers that keep none).
     """
     ps = _params(opt, params)
-    theta = torch.cat([p.detach().reshape(-1) for p in ps])
-    states = [opt.state.get(p, {}) for p in ps]
-    has = {key for st in states for key in st}
-    kind = _mapped().get(type(opt))
+    theta = _flat(ps)
     try:
-        spec = spec_of(opt)
+        spec: OptimizerSpec | None = spec_of(opt)
     except NotMapped:
         spec = None
-
-    def gather(keys: Sequence[str], wanted: bool) -> Tensor | None:
-        key = next((k for k in keys if k in has), None)
-        if key is None:
-            return torch.zeros_like(theta) if wanted else None
-        return torch.cat([st[key].detach().reshape(-1) if key in st else torch.zeros(p.numel(), dtype=theta.dtype,
-                                                                                      device=theta.device)
-                          for st, p in zip(states, ps)])
-
-    m = gather(_M_KEYS, spec is not None and spec.has_momentum)
-    v = gather(_V_KEYS, spec is not None and spec.beta2 is not None)
-    steps = [int(_scalar(st["step"])) for st in states if "step" in st]
-    if steps and len(set(steps)) > 1:
-        raise ValueError(f"optimizer: its parameters have taken different numbers of steps ({sorted(set(steps))})")
-    if steps:
-        t = steps[0]
-    elif t is None:
-        if kind == "sgd" and any(states):
-            raise ValueError("t: torch's SGD does not count its steps; pass t (the number of steps taken)")
-        t = 0
-    if isinstance(t, bool) or not isinstance(t, int) or t < 0:
-        raise ValueError(f"t must be a non-negative int, got {t!r}")
-    return PhaseState(theta=theta, m=m, v=v, t=t)
+    out: dict[str, Tensor | None] = {}
+    for name, keys in _MOMENT_KEYS.items():
+        parts, found = [], False
+        for p in ps:
+            st = opt.state.get(p, {})
+            x = next((st[k] for k in keys if k in st and isinstance(st[k], Tensor)), None)
+            found |= x is not None
+            parts.append(torch.zeros_like(p) if x is None else x)
+        if spec is not None:  # the spec says which moments exist (torch creates them lazily)
+            found = spec.has_momentum if name == "m" else spec.beta2 is not None
+        out[name] = _flat(parts) if found else None
+    steps = [opt.state.get(p, {}).get("step") for p in ps]
+    known = [int(s) for s in steps if s is not None]
+    step = max(known) if known else (t if t is not None else 0)
+    return PhaseState(theta=theta, m=out["m"], v=out["v"], t=int(step))
 
 
-def spec_and_state(opt: torch.optim.Optimizer, params: Iterable[Tensor] | None = None, *, t: int | None = None
-                   ) -> tuple[OptimizerSpec, PhaseState]:
-    """:func:`spec_of` and :func:`state_of` together."""
-    return spec_of(opt), state_of(opt, params, t=t)
+def load_phase_state(opt: Optimizer, state: PhaseState, params: Iterable[Tensor] | None = None) -> None:
+    """Write ``state`` into ``opt`` (parameters and ``optimizer.state``): the inverse of :func:`phase_state`.
 
-
-def load_state(opt: torch.optim.Optimizer, state: PhaseState, params: Iterable[Tensor] | None = None) -> None:
-    """Write ``state`` into ``params`` (θ) and ``opt.state`` (m, v, t): the inverse of :func:`state_of`."""
-    ps = _params(opt, params)
+    ``spec_of(opt)`` must exist. A state at t = 0 clears the optimizer's state (torch initializes
+    its moments lazily at zero).
+    """
     spec = spec_of(opt)
+    ps = _params(opt, params)
     sizes = [p.numel() for p in ps]
     if state.theta.numel() != sum(sizes):
-        raise ValueError(f"state: θ has {state.theta.numel()} entries, the parameters {sum(sizes)}")
-    kind = _mapped()[type(opt)]
-    chunks = {name: torch.split(x, sizes) for name, x in state.tensors().items() if x.ndim == 1}
-    with torch.no_grad():
-        for i, p in enumerate(ps):
-            p.copy_(chunks["theta"][i].view_as(p))
-            st = opt.state[p]
-            if state.t == 0:
-                st.clear()  # torch initialises lazily: zero moments
-                continue
-            if kind == "sgd":
-                if spec.has_momentum and "m" in chunks:
-                    st["momentum_buffer"] = chunks["m"][i].view_as(p).clone()
-                continue
-            step = torch.tensor(float(state.t), dtype=torch.float32)
-            st["step"] = step
-            if kind == "rmsprop":
-                st["square_avg"] = chunks["v"][i].view_as(p).clone()
-                continue
-            st["exp_avg"] = chunks["m"][i].view_as(p).clone()
-            st["exp_avg_sq"] = chunks["v"][i].view_as(p).clone()
-            if kind == "nadam":
-                from .optimizers.adam import nadam_mu_product
+        raise ValueError(f"state: theta has {state.theta.numel()} entries, the parameters {sum(sizes)}")
 
-                g = opt.param_groups[0]
-                st["mu_product"] = torch.tensor(nadam_mu_product(g["betas"][0], g["momentum_decay"], state.t))
-            if kind == "flowadam":
-                st.setdefault("prev_grad", torch.zeros_like(p))
-            if kind == "vradam":
-                st.pop("exp_avg_norm_sq", None)  # recomputed from exp_avg at the next step
+    def split(x: Tensor) -> list[Tensor]:
+        return [c.view_as(p).to(p.dtype).clone() for c, p in zip(torch.split(x, sizes), ps)]
+
+    with torch.no_grad():
+        for p, th in zip(ps, split(state.theta)):
+            p.copy_(th)
+    for p in ps:
+        opt.state.pop(p, None)
+    if state.t == 0:
+        return
+    step_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+    step = torch.tensor(float(state.t), dtype=step_dtype)
+    ms = split(state.m) if state.m is not None else [None] * len(ps)
+    vs = split(state.v) if state.v is not None else [None] * len(ps)
+    name = spec.name
+    for p, m, v in zip(ps, ms, vs):
+        st: dict[str, Any] = {}
+        if name in ("heavy_ball", "nesterov"):
+            st["momentum_buffer"] = m
+        elif name == "rmsprop":
+            st.update(step=step.clone(), square_avg=v)
+        elif name != "gd":
+            st.update(step=step.clone(), exp_avg=m, exp_avg_sq=v)
+            if name == "nadam":
+                b1 = spec.betas[0]  # type: ignore[attr-defined]
+                st["mu_product"] = torch.tensor(nadam_mu_product(b1, spec.momentum_decay, state.t),  # type: ignore[attr-defined]
+                                                dtype=step_dtype)
+            if isinstance(opt, _rodflow_optims()[0]):  # FlowAdam's g_{t−1}: unknown here, start from 0
+                st["prev_grad"] = torch.zeros_like(p)
+        opt.state[p] = st

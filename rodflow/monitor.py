@@ -129,10 +129,10 @@ class EoSMonitor:
 
     def _preconditioner(self) -> tuple[Tensor | None, float]:
         """P (``None`` before the optimizer's first step) and the threshold, from the live optimizer."""
-        from .adapters import spec_and_state
+        from .adapters import phase_state, spec_of
 
         params = [p for n, p in self.model.named_parameters() if n in self._names]
-        spec, state = spec_and_state(self.optimizer, params, t=self.steps)
+        spec, state = spec_of(self.optimizer), phase_state(self.optimizer, params, t=self.steps)
         threshold = float(spec.threshold)
         if state.t < 1 and (spec.beta2 is not None):
             return None, threshold

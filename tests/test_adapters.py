@@ -1,5 +1,4 @@
-"""The torch.optim ↔ phase-space adapter: replaying the mapped spec's exact step from a state read off a
-live optimizer reproduces the optimizer's next state (float64, one group), for every mapped class."""
+"""The torch.optim ↔ OptimizerSpec/PhaseState map: which configurations map, why the others do not, round trips."""
 
 from __future__ import annotations
 
@@ -7,100 +6,91 @@ import pytest
 import torch
 
 import rodflow
-from rodflow import adapters
+from rodflow.adapters import NotMapped, load_phase_state, phase_state, spec_from_config, spec_of
 
-F64 = torch.float64
 
-CASES = [
-    ("gd", lambda p: torch.optim.SGD(p, lr=0.3)),
-    ("heavy_ball", lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.85)),
-    ("nesterov", lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.85, nesterov=True)),
-    ("adam", lambda p: torch.optim.Adam(p, lr=3e-3, betas=(0.8, 0.99), eps=1e-7)),
-    ("adam", lambda p: torch.optim.AdamW(p, lr=3e-3, betas=(0.8, 0.99), weight_decay=0.0)),
-    ("nadam", lambda p: torch.optim.NAdam(p, lr=3e-3, betas=(0.8, 0.99), momentum_decay=0.02)),
-    ("rmsprop", lambda p: torch.optim.RMSprop(p, lr=3e-3, alpha=0.95, eps=1e-6)),
-    ("adam", lambda p: rodflow.FlowAdam(p, lr=3e-3, betas=(0.8, 0.99), warmup=10**6)),
-    ("vradam", lambda p: rodflow.VRAdam(p, lr=3e-3, betas=(0.8, 0.99), beta3=2.0, alpha1=5.0)),
+def _p(n=4):
+    return torch.nn.Parameter(torch.linspace(-1, 1, n, dtype=torch.float64))
+
+
+MAPS = [
+    (torch.optim.SGD, {"lr": 0.3}, rodflow.optimizer("gd", lr=0.3)),
+    (torch.optim.SGD, {"lr": 0.1, "momentum": 0.85}, rodflow.optimizer("heavy_ball", lr=0.1, momentum=0.85)),
+    (torch.optim.SGD, {"lr": 0.1, "momentum": 0.85, "nesterov": True},
+     rodflow.optimizer("nesterov", lr=0.1, momentum=0.85)),
+    (torch.optim.Adam, {"lr": 3e-3, "betas": (0.8, 0.99), "eps": 1e-7},
+     rodflow.optimizer("adam", lr=3e-3, betas=(0.8, 0.99), eps=1e-7)),
+    (torch.optim.AdamW, {"lr": 3e-3, "weight_decay": 0}, rodflow.optimizer("adam", lr=3e-3)),
+    (torch.optim.NAdam, {"lr": 1e-3, "momentum_decay": 0.02}, rodflow.optimizer("nadam", lr=1e-3, momentum_decay=0.02)),
+    (torch.optim.RMSprop, {"lr": 3e-3, "alpha": 0.95}, rodflow.optimizer("rmsprop", lr=3e-3, alpha=0.95)),
+    (rodflow.FlowAdam, {"lr": 3e-3}, rodflow.optimizer("adam", lr=3e-3)),
+    (rodflow.VRAdam, {"lr": 3e-3, "beta3": 2.0, "alpha1": 4.0, "power": 3.0},
+     rodflow.optimizer("vradam", lr=3e-3, beta3=2.0, alpha1=4.0, power=3.0)),
 ]
 
 
-@pytest.fixture
-def float64_default():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(F64)  # torch keeps step counts and NAdam's μ-product in the default dtype
-    yield
-    torch.set_default_dtype(old)
+@pytest.mark.parametrize(("cls", "kwargs", "spec"), MAPS, ids=[f"{c.__name__}-{s.name}" for c, _, s in MAPS])
+def test_each_mapped_optimizer_gives_its_spec(cls, kwargs, spec):
+    assert spec_of(cls([_p()], **kwargs)) == spec
+    assert spec_from_config({"optimizer": spec.name, "hyperparameters": spec.hyperparameters()}) == spec
 
 
-def _net_and_loss():
-    x, y = rodflow.problems.digits(n=48, seed=0)
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(64, 6), torch.nn.Tanh(), torch.nn.Linear(6, 10)).to(F64)
-    prob = rodflow.problems.module_problem(net, x, rodflow.problems.one_hot(y, 10))
-    return net, prob
+NOT_MAPPED = [
+    (torch.optim.AdamW, {"lr": 1e-3}, "decoupled decay"),
+    (torch.optim.Adam, {"lr": 1e-3, "weight_decay": 0.1}, "weight_decay"),
+    (torch.optim.Adam, {"lr": 1e-3, "amsgrad": True}, "amsgrad"),
+    (torch.optim.Adam, {"lr": 1e-3, "maximize": True}, "maximize"),
+    (torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "dampening": 0.5}, "dampening"),
+    (torch.optim.RMSprop, {"lr": 0.1, "centered": True}, "centered"),
+    (torch.optim.RMSprop, {"lr": 0.1, "momentum": 0.5}, "momentum"),
+    (rodflow.VRAdam, {"lr": 0.1, "norm_on": "grad"}, "norm_on"),
+    (torch.optim.Adagrad, {"lr": 0.1}, "torch.optim.adagrad.Adagrad is not mapped"),
+]
 
 
-def _step(net, opt, prob):
-    def closure():
-        opt.zero_grad()
-        loss = prob.loss_fn(torch.cat([p.reshape(-1) for p in net.parameters()]))
-        loss.backward()
-        return loss
-
-    opt.step(closure)
+@pytest.mark.parametrize(("cls", "kwargs", "why"), NOT_MAPPED, ids=[f"{c.__name__}-{w}" for c, _, w in NOT_MAPPED])
+def test_unmapped_configurations_say_why(cls, kwargs, why):
+    with pytest.raises(NotMapped, match=why):
+        spec_of(cls([_p()], **kwargs))
 
 
-@pytest.mark.usefixtures("float64_default")
-@pytest.mark.parametrize(("name", "make"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-def test_replaying_the_spec_reproduces_the_next_recorded_state(name, make):
-    net, prob = _net_and_loss()
-    opt = make(list(net.parameters()))
-    spec = adapters.spec_of(opt)
-    assert spec.name == name
-    grad = rodflow.gradient(prob.loss_fn)
-    for t in range(12):
-        before = adapters.state_of(opt, t=t)
-        _step(net, opt, prob)
-        after = adapters.state_of(opt, t=t + 1)
-        replay = spec.step(before, grad)
-        update = torch.linalg.vector_norm(after.theta - before.theta)
-        assert float(torch.linalg.vector_norm(replay.theta - after.theta) / update) < 1e-11, t
-        for x, y in ((replay.m, after.m), (replay.v, after.v)):
-            if x is not None:
-                torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-300)
-        assert replay.t == after.t
-
-
-@pytest.mark.usefixtures("float64_default")
-@pytest.mark.parametrize(("name", "make"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-def test_load_state_is_the_inverse_of_state_of(name, make):
-    net, prob = _net_and_loss()
-    opt = make(list(net.parameters()))
-    for _ in range(3):
-        _step(net, opt, prob)
-    state = adapters.state_of(opt, t=3)
-    net2, _ = _net_and_loss()
-    opt2 = make(list(net2.parameters()))
-    adapters.load_state(opt2, state)
-    back = adapters.state_of(opt2, t=3)
-    for a, b in zip(state.tensors().values(), back.tensors().values()):
-        assert torch.equal(a, b)
-    _step(net, opt, prob), _step(net2, opt2, prob)
-    torch.testing.assert_close(adapters.state_of(opt2, t=4).theta, adapters.state_of(opt, t=4).theta, rtol=1e-13,
-                               atol=0)
-
-
-def test_unmapped_configurations_say_why():
-    p = [torch.nn.Parameter(torch.ones(3))]
-    for make, needle in [(lambda: torch.optim.AdamW(p, lr=1e-3), "weight_decay"),
-                         (lambda: torch.optim.Adam(p, amsgrad=True), "amsgrad"),
-                         (lambda: torch.optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.1), "dampening"),
-                         (lambda: torch.optim.RMSprop(p, centered=True), "centered"),
-                         (lambda: torch.optim.Adagrad(p), "Adagrad"),
-                         (lambda: torch.optim.SGD([{"params": p[:1], "lr": 0.1},
-                                                   {"params": [torch.nn.Parameter(torch.ones(2))], "lr": 0.2}]),
-                          "group 1")]:
-        with pytest.raises(adapters.NotMapped, match=needle):
-            adapters.spec_of(make())
+def test_groups_with_different_hyperparameters_are_not_mapped():
+    opt = torch.optim.Adam([{"params": [_p()], "lr": 1e-3}, {"params": [_p()], "lr": 1e-2}])
+    with pytest.raises(NotMapped, match="groups"):
+        spec_of(opt)
     with pytest.raises(TypeError, match="optimizer"):
-        adapters.spec_of(object())
+        spec_of("adam")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no optimizer spec"):
+        spec_from_config({"optimizer": None})
+
+
+@pytest.mark.parametrize("name", ["gd", "heavy_ball", "nesterov", "adam", "nadam", "rmsprop"])
+def test_phase_state_round_trip_through_a_live_optimizer(name):
+    """Our state → torch's state → our state is exact, and torch's step from it is the spec's step."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        cls, kwargs, spec = next((c, k, s) for c, k, s in MAPS if s.name == name)
+        a, b = _p(3), _p(2)
+        opt = cls([a, b], **kwargs)
+        loss_fn = lambda th: (th**4).sum() + th[0] * th[3]  # noqa: E731
+        state = rodflow.iterate(spec, loss_fn, torch.tensor([0.3, -0.7, 1.1, 0.4, -0.2]), 6).state(6)
+        load_phase_state(opt, state)
+        back = phase_state(opt)
+        assert back.t == (6 if name not in ("gd", "heavy_ball", "nesterov") else 0)  # SGD keeps no step count
+        for k in ("theta", "m", "v"):
+            x, y = getattr(state, k), getattr(back, k)
+            assert (x is None) == (y is None) and (x is None or torch.equal(x, y)), k
+        opt.zero_grad()
+        loss_fn(torch.cat([a.reshape(-1), b.reshape(-1)])).backward()
+        opt.step()
+        ours = spec.step(state, rodflow.gradient(loss_fn))
+        torch.testing.assert_close(phase_state(opt).theta, ours.theta, rtol=1e-14, atol=1e-15)
+    finally:
+        torch.set_default_dtype(old)
+
+
+def test_a_state_of_the_wrong_size_is_refused():
+    opt = torch.optim.SGD([_p()], lr=0.1)
+    with pytest.raises(ValueError, match="theta has 3 entries"):
+        load_phase_state(opt, rodflow.PhaseState(theta=torch.zeros(3, dtype=torch.float64)))

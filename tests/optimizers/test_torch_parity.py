@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import rodflow
+from rodflow.adapters import load_phase_state, phase_state
 
 # (rodflow name, rodflow hyperparameters, torch class, torch keyword arguments)
 TWINS = [
@@ -69,25 +70,6 @@ def _rel(a, b):
     return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b))
 
 
-def _torch_state(cls, kwargs, state):
-    """torch.optim's per-parameter state holding our PhaseState (names from torch/optim/*.py)."""
-    if state.t == 0:
-        return {}  # torch initializes lazily: zero moments, μ-product 1
-    step = torch.tensor(float(state.t))
-    if cls is torch.optim.SGD:
-        return {"momentum_buffer": state.m.clone()} if kwargs.get("momentum", 0) else {}
-    if cls is torch.optim.RMSprop:
-        return {"step": step, "square_avg": state.v.clone()}
-    out = {"step": step, "exp_avg": state.m.clone(), "exp_avg_sq": state.v.clone()}
-    if cls is torch.optim.NAdam:
-        b1, psi = kwargs["betas"][0], kwargs.get("momentum_decay", 4e-3)
-        prod = 1.0
-        for i in range(1, state.t + 1):  # Dozat's schedule, as torch writes it
-            prod *= b1 * (1.0 - 0.5 * 0.96 ** (i * psi))
-        out["mu_product"] = torch.tensor(prod)
-    return out
-
-
 @pytest.mark.usefixtures("float64_default")
 @pytest.mark.parametrize(("name", "hp", "cls", "kwargs"), TWINS, ids=_ids(TWINS))
 def test_iterates_equal_torch(name, hp, cls, kwargs, small_mlp):
@@ -111,21 +93,18 @@ def test_each_step_equals_torch_from_the_same_state(name, hp, cls, kwargs, small
     worst = 0.0
     for k in range(0, 200, 5):
         state = traj.state(k)
-        with torch.no_grad():
-            p.copy_(state.theta)
+        load_phase_state(opt, state)  # θ into p, the moments into torch's state (rodflow.adapters)
         p.grad = grad(state.theta)
-        opt.state.clear()
-        opt.state[p] = _torch_state(cls, kwargs, state)
         opt.step()
         ours = spec.step(state, grad)
         assert ours.t == k + 1
         update = torch.linalg.vector_norm(ours.theta - state.theta)
         worst = max(worst, float(torch.linalg.vector_norm(ours.theta - p.detach()) / update))
-        after = opt.state[p]
+        after = phase_state(opt)
         if ours.m is not None:
-            assert _rel(ours.m, after.get("exp_avg", after.get("momentum_buffer"))) <= 1e-14
+            assert _rel(ours.m, after.m) <= 1e-14
         if ours.v is not None:
-            assert _rel(ours.v, after.get("exp_avg_sq", after.get("square_avg"))) <= 1e-14
+            assert _rel(ours.v, after.v) <= 1e-14
     assert worst <= 1e-12, worst
 
 
