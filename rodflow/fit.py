@@ -202,7 +202,9 @@ class FitResult:
 
     Attributes:
         values: fitted hyperparameters, user name → value.
-        stderr: their standard errors (Gauss–Newton curvature, delta method), name → value.
+        stderr: their standard errors, name → value: the Gauss–Newton curvature with the scores
+            clustered by segment (a sandwich, robust to residuals correlated along a segment),
+            delta method to the original parametrisation.
         discrepancy: the final relative discrepancy ``D`` (see :mod:`rodflow.fit`).
         curve: ``[n]`` per-step contributions to ``D`` (``curve.sum() == discrepancy``), at :attr:`steps`.
         steps: ``[n]`` the steps of :attr:`curve` (int64).
@@ -211,7 +213,9 @@ class FitResult:
         initial: the starting values, name → value.
         stats: the minimiser's statistics.
         candidates: family → final discrepancy of each family fitted (both with ``family="auto"``).
-        covariance: ``[p, p]`` covariance of the fitted values (original parametrisation).
+        stderr_iid: the same from ``σ²(JᵀJ)⁻¹``, residuals taken as independent (smaller; see
+            ``docs/fitting.md`` for how much it undercovers).
+        covariance: ``[p, p]`` the clustered covariance of the fitted values (original parametrisation).
         segments: the fitted flow's solution on each segment.
         config: what was fitted, for the record.
     """
@@ -226,6 +230,7 @@ class FitResult:
     initial: dict[str, float]
     stats: FitStats
     candidates: dict[str, float] = field(default_factory=dict)
+    stderr_iid: dict[str, float] = field(default_factory=dict)
     covariance: np.ndarray | None = None
     segments: list[FlowSolution] = field(default_factory=list, repr=False)
     trajectory: Trajectory | None = field(default=None, repr=False, compare=False)
@@ -411,6 +416,38 @@ def _window(trajectory: Trajectory, window: Any, spec: OptimizerSpec, need: int)
     return a, b
 
 
+def _covariances(obj: _Objective, params: list[_Param], values: list[float], u: np.ndarray,
+                 r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Covariances of the fitted values: segment-clustered sandwich and i.i.d. Gauss–Newton.
+
+    With the residual Jacobian ``J`` (central differences) and ``B = (JᵀJ)⁻¹`` (the Gauss–Newton
+    inverse curvature of ``D/2``): i.i.d. ``Cov(u) = σ²B`` with ``σ² = ‖r‖²/(n − p)``; clustered
+    ``Cov(u) = B (Σ_j s_j s_jᵀ) B · S/(S − p)`` with the score ``s_j = J_jᵀ r_j`` of segment ``j``
+    of ``S``. Both are mapped to the original parameters by the delta method, ``diag(dx/du)``.
+    """
+    jac = obj.jacobian(u)
+    p = len(params)
+    bread = np.linalg.pinv(jac.T @ jac)
+    cov_iid = float(r @ r) / max(r.size - p, 1) * bread
+    d = obj.targets[0].shape[1]
+    scores, i = [], 0
+    for n in obj.lengths:
+        rows = slice(i, i + n * d)
+        scores.append(jac[rows].T @ r[rows])
+        i += n * d
+    sc = np.stack(scores)
+    n_seg = len(scores)
+    meat = sc.T @ sc * (n_seg / max(n_seg - p, 1))
+    cov = bread @ meat @ bread
+    dx = np.array([q.jacobian(x) for q, x in zip(params, values)])
+    scale = np.outer(dx, dx)
+    return cov * scale, cov_iid * scale
+
+
+def _se(names: list[str], cov: np.ndarray) -> dict[str, float]:
+    return {n: float(math.sqrt(max(cov[i, i], 0.0))) for i, n in enumerate(names)}
+
+
 def _fit_one(trajectory: Trajectory, loss_fn: LossFn, family: str, spec: OptimizerSpec, params: list[_Param],
              u0: np.ndarray, window: tuple[int, int], segment: int, method: str, order: int | None,
              solve_kwargs: dict[str, Any], flow_kwargs: dict[str, Any], max_iter: int, tol: float) -> FitResult:
@@ -442,13 +479,7 @@ def _fit_one(trajectory: Trajectory, loss_fn: LossFn, family: str, spec: Optimiz
                          "segment")
     r, sols = hit
     values = obj.values(u)
-    # Gauss–Newton covariance in u, delta method to the original parameters
-    jac = obj.jacobian(u)
-    p = len(params)
-    sigma2 = float(r @ r) / max(r.size - p, 1)
-    cov_u = sigma2 * np.linalg.pinv(jac.T @ jac)
-    dx = np.array([q.jacobian(x) for q, x in zip(params, values)])
-    cov = cov_u * np.outer(dx, dx)
+    cov, cov_iid = _covariances(obj, params, values, u, r)
     stats = obj.stats
     stats.iterations = nit
     stats.success = bool(res.success)
@@ -457,7 +488,7 @@ def _fit_one(trajectory: Trajectory, loss_fn: LossFn, family: str, spec: Optimiz
     final = _with(spec, params, values)
     disc = float(r @ r)
     return FitResult(values=dict(zip(names, values)),
-                     stderr={n: float(math.sqrt(max(cov[i, i], 0.0))) for i, n in enumerate(names)},
+                     stderr=_se(names, cov), stderr_iid=_se(names, cov_iid),
                      discrepancy=disc, curve=obj.per_step(r), steps=obj.steps, family=family, spec=final,
                      initial=dict(zip(names, obj.values(u0))), stats=stats, candidates={family: disc},
                      covariance=cov, segments=sols, trajectory=trajectory,
