@@ -27,6 +27,8 @@ _EXPORTS: dict[str, str] = {
     "gradient": "derivatives",
     "value_and_grad": "derivatives",
     "iterate": "discrete",
+    "FitResult": "fit",
+    "fit_flow": "fit",
     "Flow": "flows",
     "FlowSolution": "flows",
     "central_flow": "flows",
@@ -87,6 +89,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .compare import Comparison, compare
     from .derivatives import gradient, value_and_grad
     from .discrete import iterate
+    from .fit import FitResult, fit_flow
     from .flows import Flow, FlowSolution, central_flow, rod_flow, stable_flow
     from .integrate import IntegrationError, IntegrationResult, integrate
     from .monitor import EoSMonitor
