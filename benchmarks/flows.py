@@ -6,7 +6,7 @@ the onset of sustained EoS k*. For each flow (stable and rod, first and second o
 setting: gradient evaluations per modelled step (a Hessian-vector product of the rod's linear
 response counts as one), wall time ÷ the discrete run, and the EoS-window phase-free distance to
 the iterates, with its deviation from the tight-tolerance solve of the same flow (dopri5 at
-1e-7/1e-10) — a cheap setting counts only when it stays within 10 % of that. Usage::
+1e-8/1e-11) — a cheap setting counts only when it stays within 10 % of that. Usage::
 
     python benchmarks/flows.py [--steps 300] [--seed 0] [--optimizers gd,adam] [--flows rod2,stable2]
 """
@@ -22,7 +22,7 @@ import torch
 import rodflow
 from rodflow.compare import eos_onset
 
-TIGHT = ("dopri5", {"rtol": 1e-7, "atol": 1e-10}, None)
+TIGHT = ("dopri5", {"rtol": 1e-8, "atol": 1e-11}, None)
 SOLVERS = [("dopri5", {"rtol": 1e-5, "atol": 1e-8}, None),
            ("bosh3", {"rtol": 1e-4, "atol": 1e-7}, None),
            ("bosh3", {"rtol": 1e-3, "atol": 1e-6}, None),
