@@ -174,6 +174,14 @@ def report(rows: list[dict[str, Any]], out_md: Path, out_png: Path | None, comma
              if math.isfinite(x["ratio_pf2"]) and x["ratio_pf2"] < 5]
     worse = [f"{x['case']} ({x['ratio_pf2']:.2f})" for x in metric_rows
              if math.isfinite(x["ratio_pf2"]) and x["ratio_pf2"] < 1]
+    tags = [t for t in VARIANTS if any(t in r["variants"] for r in rows)]
+    every = ["| case | " + " | ".join(tags) + " |", "|" + "|".join("---" for _ in range(len(tags) + 1)) + "|"]
+    for r in rows:
+        v = r["variants"]
+        every.append(f"| {r['data']}/{r['seed']}/{r['optimizer']} | " + " | ".join(
+            "failed" if "failed" in v.get(t, {}) else
+            f"{_f(v.get(t, {}).get('eos_window_phase_free_distance'))} ({_f(v.get(t, {}).get('grad_evals_per_step'), 3)})"
+            for t in tags) + " |")
     text = ("# Fidelity of the stable and rod flows\n\n"
             "Distances ‖θ_k − θ̂_k‖ to the iterates. **pf** = phase-free, per window (the smaller of the parity and the "
             "anti-phase EoS-window means, one sign for the whole window; `rodflow.compare`); parity = the flow must also "
@@ -184,6 +192,8 @@ def report(rows: list[dict[str, Any]], out_md: Path, out_png: Path | None, comma
             f"{table}\n\n"
             f"Median ratio pf (order 2): {_f(median, 3)} over {len(finite)} cases. Below 5×: {', '.join(below) or 'none'}. "
             f"Rod worse than the stable flow (order 2, pf): {', '.join(worse) or 'none'}.\n\n"
+            "Every variant: EoS-window phase-free distance (gradient evaluations per step). "
+            f"Variants: {', '.join(f'`{t}` {VARIANTS[t]}' for t in tags)}.\n\n" + "\n".join(every) + "\n\n"
             f"Command: `{command}`\n")
     out_md.write_text(text)
     if out_png is not None and metric_rows:
