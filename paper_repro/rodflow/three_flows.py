@@ -213,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="60 steps, k = 2, two substeps")
     p.add_argument("--results", type=Path, default=ROOT / "paper_repro" / "rodflow" / "results")
     p.add_argument("--figures", type=Path, default=ROOT / "figures")
+    p.add_argument("--name", default=None, help="file tag (default: the data, with _depthN for depth ≠ 1)")
     args = p.parse_args(argv)
     if args.quick:
         args.steps, args.k, args.substeps = min(args.steps, 60), 2, 2
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         name, _, value = item.partition("=")
         lrs.setdefault(name, {})["lr"] = float(value)
     names = [s for s in args.optimizers.split(",") if s]
-    tag = f"{args.data}" + (f"_depth{args.depth}" if args.depth != 1 else "")
+    tag = args.name or f"{args.data}" + (f"_depth{args.depth}" if args.depth != 1 else "")
     config = {"data": args.data, "n": n, "width": args.width, "depth": args.depth, "steps": args.steps,
               "seed": args.seed, "lead": args.lead, "min_start": args.min_start, "k": args.k, "substeps": args.substeps,
               "sharpness_every": args.sharpness_every, "rtol": args.rtol, "atol": args.atol,
@@ -233,6 +234,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{tag}: {n} examples, MLP {prob.dim} parameters, {args.steps} steps", flush=True)
     args.figures.mkdir(parents=True, exist_ok=True)
     args.results.mkdir(parents=True, exist_ok=True)
+    def write() -> Path:
+        text = (f"# Stable, rod and central flows on {tag}\n\n"
+                "All three flows start from the same state, `lead` steps before k* (the first recorded step with "
+                "λ_max(P⁻¹H) ≥ 2 at the iterates). Distances ‖θ_k − θ̂_k‖ to the iterates before (pre) and during "
+                "(EoS) the edge; *midpoint*: distance of the flow's centre W to the iterates' three-point midpoints "
+                "(θ_{k−1} + 2θ_k + θ_{k+1})/4, the time average that the central flow models. *EoS loss*: the flow's "
+                "prediction of the time-averaged loss (stable: L(W); rod: mean of L(W ± Δ); central: L(W) + ½⟨H, Σ⟩), "
+                "averaged over the EoS window, relative to the iterates' mean loss there. λ(P⁻¹H): mean preconditioned "
+                "sharpness along each flow (central: at W, from its own eigensolves). Cost per modelled step: "
+                "gradients, Hessian-vector products (the central flow's eigensolver) and third derivatives "
+                "∇³L[u_i, u_j].\n\n"
+                f"{markdown(rows)}\n\nConfig: `{json.dumps(config)}`\n\n"
+                f"Command: `python paper_repro/rodflow/three_flows.py {' '.join(argv if argv is not None else sys.argv[1:])}`\n")
+        out = args.results / f"three_flows_{tag}.md"
+        out.write_text(text)
+        return out
+
     rows: list[dict[str, str]] = []
     for name in names:
         spec = rodflow.optimizer(name, **lrs[name])
@@ -251,21 +269,8 @@ def main(argv: list[str] | None = None) -> int:
             figure(traj, sols, comps, k_star, title).savefig(args.figures / f"three_flows_{tag}_{name}.png", dpi=110)
             fig = plot.tracking(traj, comps, solutions={k: v for k, v in sols.items() if k == "central"}, title=title)
             fig.savefig(args.figures / f"three_flows_{tag}_{name}_tracking.png", dpi=110)
-    text = (f"# Stable, rod and central flows on {tag}\n\n"
-            "All three flows start from the same state, `lead` steps before k* (the first recorded step with "
-            "λ_max(P⁻¹H) ≥ 2 at the iterates). Distances ‖θ_k − θ̂_k‖ to the iterates before (pre) and during "
-            "(EoS) the edge; *midpoint*: distance of the flow's centre W to the iterates' three-point midpoints "
-            "(θ_{k−1} + 2θ_k + θ_{k+1})/4, the time average that the central flow models. *EoS loss*: the flow's "
-            "prediction of the time-averaged loss (stable: L(W); rod: mean of L(W ± Δ); central: L(W) + ½⟨H, Σ⟩), "
-            "averaged over the EoS window, relative to the iterates' mean loss there. λ(P⁻¹H): mean preconditioned "
-            "sharpness along each flow (central: at W, from its own eigensolves). Cost per modelled step: "
-            "gradients, Hessian-vector products (the central flow's eigensolver) and third derivatives "
-            "∇³L[u_i, u_j].\n\n"
-            f"{markdown(rows)}\n\nConfig: `{json.dumps(config)}`\n\n"
-            f"Command: `python paper_repro/rodflow/three_flows.py {' '.join(argv if argv is not None else sys.argv[1:])}`\n")
-    out = args.results / f"three_flows_{tag}.md"
-    out.write_text(text)
-    print(f"wrote {out}")
+        write()  # the table so far: a long run keeps what it finished
+    print(f"wrote {write()}")
     return 0
 
 
