@@ -41,12 +41,9 @@ from tracking import markdown  # the sibling script's table writer
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: Learning rates that enter EoS within the run (digits, 256 examples, width 32; see tracking.py).
-EOS_LRS: dict[str, dict[str, Any]] = {
-    "gd": {"lr": 1.0},
-    "scalar_rmsprop": {"lr": 0.05},
-    "rmsprop": {"lr": 3e-3},
-}
+#: Learning rates that enter EoS within the run (the package's table; the optimizers with a central flow).
+EOS_LRS: dict[str, dict[str, Any]] = {k: v for k, v in rodflow.problems.hyperparameters("digits", "eos").items()
+                                      if k in ("gd", "scalar_rmsprop", "rmsprop")}
 KINDS = ("stable", "rod", "central")
 
 

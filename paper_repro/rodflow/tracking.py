@@ -33,22 +33,9 @@ from rodflow.compare import eos_onset
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: Learning rates that enter EoS within the run, found by a scan of the late-window
-#: preconditioned sharpness ÷ threshold (digits: 256 examples, MNIST: 1000 examples, width 32).
-EOS_LRS: dict[str, dict[str, dict[str, Any]]] = {
-    "digits": {
-        "gd": {"lr": 1.0},
-        "heavy_ball": {"lr": 0.7, "momentum": 0.9},
-        "nesterov": {"lr": 0.25, "momentum": 0.9},
-        "scalar_rmsprop": {"lr": 0.05},
-        "rmsprop": {"lr": 3e-3},
-        "scalar_adam": {"lr": 0.3},
-        "adam": {"lr": 1e-2},
-        "scalar_nadam": {"lr": 0.2, "momentum_decay": None},
-        "nadam": {"lr": 1e-2, "momentum_decay": None},
-    },
-}
-EOS_LRS["mnist5k"] = {k: dict(v) for k, v in EOS_LRS["digits"].items()}
+#: Learning rates that enter EoS within the run: the package's table (rodflow.problems.hyperparameters)
+EOS_LRS: dict[str, dict[str, dict[str, Any]]] = {data: rodflow.problems.hyperparameters(data, "eos")
+                                                 for data in ("digits", "mnist5k")}
 
 DEFAULT_OPTIMIZERS = ("heavy_ball", "nesterov", "scalar_rmsprop", "rmsprop", "scalar_adam", "adam", "scalar_nadam",
                       "nadam")
