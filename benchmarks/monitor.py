@@ -1,7 +1,9 @@
 """EoSMonitor overhead: training time with the monitor ÷ without it, in one run, single-threaded.
 
 Target: ≤ 1.10 at ``every=50`` on the MNIST-5k MLP task (784-32-10 tanh MLP, full batch of 1,000
-examples, Adam at lr 1e-2, probe = the training batch). Two identical models train side by side,
+examples, Adam at lr 1e-2; the probe is a fixed batch of ``--probe`` training examples, 256 by
+default: a probe's two warm-started eigensolves cost ~20 Hessian-vector products, so a probe as large
+as the training batch costs as much as ~40 training steps, 80 % at every=50). Two identical models train side by side,
 one step each per round (so a slow stretch of a shared machine hits both alike); the monitor's
 cost is spread over its interval::
 
@@ -34,6 +36,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--every", type=int, default=50)
     p.add_argument("--data", choices=("mnist5k", "digits"), default="mnist5k")
     p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--probe", type=int, default=256, help="examples in the probe batch")
+    p.add_argument("--tol", type=float, default=None, help="the eigensolves' tolerance (default: the monitor's)")
+    p.add_argument("--method", default=None, help="eigensolver (default: the monitor's)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -47,7 +52,9 @@ def main(argv: list[str] | None = None) -> None:
         return net, torch.optim.Adam(net.parameters(), lr=1e-2)
 
     plain, watched = make(), make()
-    monitor = EoSMonitor(*watched, probe=(x, y), criterion=_mse, every=args.every)
+    kw = {k: v for k, v in (("tol", args.tol), ("method", args.method)) if v is not None}
+    monitor = EoSMonitor(*watched, probe=(x[: args.probe], y[: args.probe]), criterion=_mse, every=args.every,
+                         sharpness_kwargs=kw)
     seconds = {"plain": 0.0, "monitored": 0.0}
     for _ in range(args.steps):
         for name, (net, opt) in (("plain", plain), ("monitored", watched)):
@@ -60,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
             seconds[name] += time.perf_counter() - t0
     n_par = sum(q.numel() for q in plain[0].parameters())
     print(f"{args.data} MLP ({n_par:,} parameters, {len(x)} examples, full batch), Adam, {args.steps} steps, "
-          f"monitor every {args.every} steps ({len(monitor.history['step'])} probes), 1 thread, torch {torch.__version__}")
+          f"monitor every {args.every} steps ({len(monitor.history['step'])} probes of {args.probe} examples, "
+          f"{int(sum(monitor.history['n_hvp']))} HVPs), 1 thread, torch {torch.__version__}")
     rows = [(k, f"{1e3 * v / args.steps:.3f}", f"{v / seconds['plain']:.3f}") for k, v in seconds.items()]
     print(table(rows, ("training", "ms/step", "÷ plain")))
     print(f"target: monitored ÷ plain ≤ 1.10 at every=50; events: {monitor.events}")

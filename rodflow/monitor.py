@@ -43,6 +43,10 @@ from .sharpness import sharpness
 
 __all__ = ["EVENTS", "EoSMonitor"]
 
+#: Relative eigenvalue accuracy of the monitor's eigensolves (``sharpness_kwargs={"tol": ...}`` changes it):
+#: far below the hysteresis of the events, and warm starts reach it in a few products.
+MONITOR_TOL = 1e-4
+
 #: The kinds of event, in the order an episode produces them.
 EVENTS = ("entering", "at", "leaving")
 
@@ -65,7 +69,8 @@ class EoSMonitor:
         writer: a TensorBoard ``SummaryWriter`` (anything with ``add_scalar(tag, value, step)``).
         csv: a path: one row per measurement, flushed as it is written.
         hysteresis: h of the events (see the module docstring).
-        sharpness_kwargs: passed to :func:`rodflow.sharpness` (``method``, ``tol``, ...).
+        sharpness_kwargs: passed to :func:`rodflow.sharpness` (``method``, ``tol`` — default
+            :data:`MONITOR_TOL` —, ...).
 
     ``monitor.history`` holds the series (``{"step": [...], "sharpness": [...], ...}``, the layout of
     :attr:`rodflow.Trajectory.sharpness` via :meth:`series`); ``rodflow.plot.sharpness_curve(monitor)``
@@ -151,13 +156,15 @@ class EoSMonitor:
         """Measure now (``step`` defaults to the number of :meth:`step` calls so far)."""
         step = self.steps if step is None else step
         loss_fn, theta = self.loss_fn()
-        kw = {"k": self.k, **self.sharpness_kwargs}
+        kw = {"k": self.k, "tol": MONITOR_TOL, **self.sharpness_kwargs}
         raw = sharpness(loss_fn, theta, warm_start=self._warm["raw"], **kw)
         self._warm["raw"] = raw.eigenvectors
         p, threshold = self._preconditioner()
         n_hvp = raw.n_hvp
         pre_top = float("nan")
-        if p is not None:
+        if p is not None and bool((p == p[0]).all()):  # P = c·1 (SGD): the same eigenproblem scaled by 1/c
+            pre_top = raw.top / float(p[0])
+        elif p is not None:
             pre = sharpness(loss_fn, theta, preconditioner=p, warm_start=self._warm["pre"], **kw)
             self._warm["pre"] = pre.eigenvectors
             pre_top, n_hvp = pre.top, n_hvp + pre.n_hvp
