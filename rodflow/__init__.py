@@ -8,6 +8,7 @@ from . import plot, problems
 from .compare import Comparison, compare
 from .derivatives import gradient, value_and_grad
 from .discrete import iterate
+from .fit import FitResult, fit_flow
 from .flows import Flow, FlowSolution, rod_flow, stable_flow
 from .integrate import IntegrationError, IntegrationResult, integrate
 from .optim import FlowAdam, VRAdam
@@ -20,6 +21,7 @@ from .trajectory import Trajectory
 __all__ = [
     "OPTIMIZERS",
     "Comparison",
+    "FitResult",
     "Flow",
     "FlowAdam",
     "FlowSolution",
@@ -33,6 +35,7 @@ __all__ = [
     "Trajectory",
     "VRAdam",
     "compare",
+    "fit_flow",
     "flatten",
     "gradient",
     "hvp",
