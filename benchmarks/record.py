@@ -1,10 +1,12 @@
 """Recorder cost: a recorded training step ÷ the same step unrecorded, flush cost, resident memory.
 
-Single-threaded, a ≈1M-parameter float32 MLP (512 → 1024 → 448 → 10, batch 512, Adam). Part 1:
-median step times in interleaved rounds, unrecorded, recorded at ``every=1`` (θ, m, v, loss and
-gradient norm per step, ≈12 MB a row) and disabled (``Recorder(None, ...)``); target ≤ 1.05×.
+Single-threaded torch, a ≈1M-parameter float32 MLP (512 → 1024 → 448 → 10, batch 512, Adam).
+Part 1: median step times in interleaved rounds, unrecorded, recorded at ``every=1`` (θ, m, v, loss
+and gradient norm per step, ≈12 MB a row; the Recorder's worker thread writes while the next
+forward/backward runs) and disabled (``Recorder(None, ...)``, whose ratio is the noise floor);
+target ≤ 1.05×.
 Part 2: the cost of one commit of 10 rows (SWMR's two flushes) against closing and reopening the
-file per commit. Part 3: resident memory after ``--rss-steps`` recorded steps minus before.
+file per commit, with the writer's chunking. Part 3: resident memory after ``--rss-steps`` recorded steps minus before.
 One run, printed tables::
 
     python benchmarks/record.py [--rounds 60] [--batch 512] [--rss-steps 300] [--dir /tmp]
@@ -29,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _timing import table
 
 import rodflow
+from rodflow.trajectory import _chunks
 
 
 def _rss_mb() -> float:
@@ -88,7 +91,7 @@ def flush_cost(directory: str, d: int = 1_000_000, rows: int = 10, commits: int 
     for mode in ("swmr", "reopen"):
         with h5py.File(path, "w", libver="latest") as f:
             for name in ("theta", "m", "v"):
-                f.create_dataset(name, shape=(0, d), maxshape=(None, d), dtype="f4", chunks=(1, d))
+                f.create_dataset(name, shape=(0, d), maxshape=(None, d), dtype="f4", chunks=_chunks((d,), 4))
             f.create_dataset("_counts", data=np.zeros(3, dtype=np.int64))
         write, commit = [], []
         f = h5py.File(path, "r+", libver="latest")

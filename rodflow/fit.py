@@ -28,12 +28,15 @@ form (matrix exponentials) that autograd differentiates, the finite-difference g
 solves' worth for a backward pass, so for the 1–3 parameters fitted here it is as accurate and no
 dearer.
 
-Standard errors: with N residuals (K·segments·d numbers) and p parameters, reading D as a sum of
-squares of independent errors of variance σ̂² = D_min/(N − p) (in D's units), the covariance of
-φ is ``2σ̂² H⁻¹`` with H the Hessian of D at the optimum (central second differences); it is
-mapped to the original parametrisation by the delta method (``x·se(φ)`` for log, ``x(1 − x)·se(φ)``
-for logit). Errors that accumulate along a segment are correlated, so this is a lower bound when
-the record is noisy; ``discrepancy`` and the per-step ``curve`` show how well the flow fits at all.
+Standard errors: the errors within a segment are correlated (they accumulate along it), but
+segments restart from the record, so their shares D_s of D depend on disjoint stretches of the
+run. Treating the segments as independent clusters gives the sandwich estimate
+``cov(φ) = H⁻¹ (Σ_s ∇D_s ∇D_sᵀ) H⁻¹`` with H the Hessian of D at the optimum (central second
+differences) and ∇D_s each segment's gradient there (central differences); it is mapped to the
+original parametrisation by the delta method (``x·se(φ)`` for log, ``x(1 − x)·se(φ)`` for logit).
+It covers noise and the flow's own misfit as far as they vary between segments; a bias common to
+all segments (the flow's first-order error) is not in it. ``discrepancy`` and the per-step
+``curve`` show how well the flow fits at all.
 
 Limits: the stable flow cannot oscillate, so at the edge of stability it fits the iterates' mean
 motion only, and its fitted learning rate absorbs the oscillation (``family="auto"`` then picks the
@@ -186,7 +189,6 @@ class _Objective:
                         for i, s in ((s - self.first, s) for s in self.starts))
         if not self.norm > 0:
             raise ValueError("trajectory: the iterates do not move in the window; nothing to fit")
-        self.n_residuals = (self.last - self.first) * int(theta.shape[1])
         self.evaluations = 0
         self.nfe = 0
 
@@ -212,28 +214,41 @@ class _Objective:
             errs.append(((pred - rec) ** 2).sum(1) / ((rec - theta[i]) ** 2).sum(1).clamp_min(1e-300))
         return torch.cat(preds), torch.cat(errs)
 
-    def __call__(self, phi: Sequence[float] | np.ndarray) -> float:
+    def segments(self, phi: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Each segment's share of D(φ) (inf where the flow cannot be solved)."""
         self.evaluations += 1
+        out = np.full(len(self.starts), math.inf)
         values = {k: _from_phi(k, float(p)) for k, p in zip(self.names, phi)}
         try:
             spec = _with(self.spec, values)
         except ValueError:
-            return math.inf  # e.g. a β rounded to 1
+            return out  # e.g. a β rounded to 1
         make: Callable[..., Any] = stable_flow if self.family == "stable" else rod_flow
         flow = make(spec, self.loss_fn, **self.flow_kwargs)
-        total = 0.0
         theta = self.traj.theta
         try:
-            for s in self.starts:
+            for j, s in enumerate(self.starts):
                 n = self._len(s)
                 i = s - self.first
                 sol = flow.solve(self.traj, start=s, steps=n, **self.solve_kwargs)
                 self.nfe += sol.stats.nfe
-                total += float(((sol.theta[1:] - theta[i + 1: i + 1 + n]) ** 2).sum())
+                out[j] = float(((sol.theta[1:] - theta[i + 1: i + 1 + n]) ** 2).sum()) / self.norm
         except IntegrationError:
-            return math.inf
-        out = total / self.norm
-        return out if math.isfinite(out) else math.inf
+            out[:] = math.inf
+        out[~np.isfinite(out)] = math.inf
+        return out
+
+    def __call__(self, phi: Sequence[float] | np.ndarray) -> float:
+        return float(self.segments(phi).sum())
+
+    def segment_gradients(self, phi: np.ndarray, h: float = _FD_STEP) -> np.ndarray:
+        """``[segments, p]``: central differences of each segment's share of D."""
+        out = np.zeros((len(self.starts), len(phi)))
+        for i in range(len(phi)):
+            e = np.zeros_like(phi)
+            e[i] = h
+            out[:, i] = (self.segments(phi + e) - self.segments(phi - e)) / (2 * h)
+        return out
 
     def gradient(self, phi: np.ndarray, h: float = _FD_STEP) -> np.ndarray:
         """Central differences on φ."""
@@ -385,9 +400,10 @@ def fit_flow(
         phi = np.asarray(res.x, dtype=float)
         d = obj(phi)
         hess = obj.hessian(phi, d)
-        sigma2 = d / max(obj.n_residuals - len(names), 1)
+        scores = obj.segment_gradients(phi)
         try:
-            cov = 2 * sigma2 * np.linalg.inv(hess)
+            h_inv = np.linalg.inv(hess)
+            cov = h_inv @ (scores.T @ scores) @ h_inv  # segments as independent clusters (sandwich)
             se_phi = np.sqrt(np.clip(np.diag(cov), 0, None))
             if not np.all(np.isfinite(se_phi)) or np.any(np.diag(hess) <= 0):
                 se_phi = np.full(len(names), np.inf)

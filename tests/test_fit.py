@@ -68,12 +68,12 @@ def test_a_noisy_run_is_recovered_within_its_standard_error():
     traj = rodflow.iterate(rodflow.optimizer("adam", lr=5e-3), noisy, theta0, 150)
     res = rodflow.fit_flow(traj, loss_fn, start={"lr": 1e-2})
     assert abs(res.values["lr"] - 5e-3) <= 2 * res.stderr["lr"], res.summary()
-    assert res.stderr["lr"] < 5e-4
+    assert res.stderr["lr"] < 2.5e-4  # and it is informative: within 5% of lr
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "hp"), [("rmsprop", {"lr": 2e-3, "alpha": 0.99}),
-                                          ("heavy_ball", {"lr": 2e-2, "momentum": 0.8})])
+@pytest.mark.parametrize(("name", "hp"), [("rmsprop", {"lr": 5e-4, "alpha": 0.99}),
+                                          ("heavy_ball", {"lr": 5e-3, "momentum": 0.8})])
 def test_rmsprop_and_heavy_ball(name, hp):
     loss_fn, theta0 = _mlp()
     spec = rodflow.optimizer(name, **hp)
