@@ -72,13 +72,15 @@ def test_a_noisy_run_is_recovered_within_its_standard_error():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "hp"), [("rmsprop", {"lr": 5e-4, "alpha": 0.99}),
-                                          ("heavy_ball", {"lr": 5e-3, "momentum": 0.8})])
-def test_rmsprop_and_heavy_ball(name, hp):
+# RMSProp without bias correction: v warms up over ~1/(1 − α) = 100 steps, during which the step size
+# changes fast; fitted over steps 1..150 its lr came out 3% high, over 60..150 within 0.2%
+@pytest.mark.parametrize(("name", "hp", "window"), [("rmsprop", {"lr": 5e-4, "alpha": 0.99}, (60, 150)),
+                                                    ("heavy_ball", {"lr": 5e-3, "momentum": 0.8}, None)])
+def test_rmsprop_and_heavy_ball(name, hp, window):
     loss_fn, theta0 = _mlp()
     spec = rodflow.optimizer(name, **hp)
     traj = rodflow.iterate(spec, loss_fn, theta0, 150)
-    res = rodflow.fit_flow(traj, loss_fn, start={"lr": 2 * hp["lr"]})
+    res = rodflow.fit_flow(traj, loss_fn, start={"lr": 2 * hp["lr"]}, window=window)
     assert abs(res.values["lr"] / hp["lr"] - 1) < 0.01, res.summary()
 
 
