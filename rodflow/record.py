@@ -10,6 +10,11 @@ loss only with ``loss_fn`` (otherwise it is dropped at close).
 
 Nothing accumulates in memory: each state goes straight to the file's chunked datasets
 (:class:`rodflow.trajectory.TrajectoryWriter`, crash-safe commits every ``flush_every`` rows).
+By default a worker thread does the copying and writing while the next forward and backward pass
+run (torch and h5py release the GIL); a step pre-hook on the optimizer makes its next ``step()``
+wait until the state has been read, so the parameters and moments are never read mid-update.
+(Changing the parameters in place outside ``optimizer.step()`` before that would race with the
+worker: use ``background=False`` then.)
 The model is never switched to eval mode; with ``Recorder(None, ...)`` or ``enabled=False``
 :meth:`Recorder.step` returns at once.
 """
@@ -18,7 +23,10 @@ from __future__ import annotations
 
 import os
 import platform
+import queue
+import threading
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -68,6 +76,7 @@ class Recorder:
         seed: stored in ``config["seed"]``.
         compression: ``None``, ``"gzip"`` or ``"lzf"``.
         sharpness_kwargs: passed to :func:`rodflow.sharpness`.
+        background: write from a worker thread (see the module docstring); ``False`` writes in ``step``.
 
     >>> import torch, rodflow, tempfile, os
     >>> model = torch.nn.Linear(3, 1)
@@ -90,7 +99,7 @@ class Recorder:
                  every: int = 1, flush_every: int = 10, sharpness_every: int | None = None,
                  loss_fn: LossFn | None = None, metadata: dict[str, Any] | None = None, enabled: bool = True,
                  seed: int | None = None, compression: str | None = None,
-                 sharpness_kwargs: dict[str, Any] | None = None):
+                 sharpness_kwargs: dict[str, Any] | None = None, background: bool = True):
         self.enabled = bool(enabled) and path is not None
         self.path = None if path is None else os.fspath(path)
         if not self.enabled:
@@ -166,7 +175,43 @@ class Recorder:
         self._pending = False
         self._rows = 0
         self._closed = False
+        self.background = bool(background)
+        self._error: BaseException | None = None
+        if self.background:
+            self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
+            self._thread = threading.Thread(target=self._work, name="rodflow-recorder", daemon=True)
+            self._thread.start()
+            # the worker reads the live parameters and moments: the next step must wait for it
+            self._hook = optimizer.register_step_pre_hook(lambda *args: self._drain())
         self._write_state()
+
+    # ------------------------------------------------------------------ the worker
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is None:
+                    return
+                if self._error is None:
+                    job()
+            except BaseException as err:
+                self._error = err
+            finally:
+                self._jobs.task_done()
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        if self.background:
+            self._jobs.put(job)
+        else:
+            job()
+
+    def _drain(self) -> None:
+        """Wait until everything submitted is written; re-raise a failure of the worker."""
+        if self.background:
+            self._jobs.join()
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise RuntimeError(f"Recorder: writing {self.path!r} failed") from err
 
     # ------------------------------------------------------------------ reading the live run
     def _flat(self, keys: tuple[str, ...] | None) -> Tensor:
@@ -183,28 +228,37 @@ class Recorder:
 
     def _write_state(self) -> None:
         w = self._writer
-        theta = self._flat(None)
-        w.append("theta", theta)
-        m = self._flat(_M_KEYS) if self._m else None
-        v = self._flat(_V_KEYS) if self._v else None
-        if m is not None:
-            w.append("m", m)
-        if v is not None:
-            w.append("v", v)
+        parts = [("theta", None)] + [(n, k) for n, k, on in (("m", _M_KEYS, self._m), ("v", _V_KEYS, self._v)) if on]
+
+        def job() -> None:  # one flat array at a time: a row of one dataset is the only copy alive
+            for name, keys in parts:
+                w.append(name, self._flat(keys))
+
+        self._submit(job)
         self._pending, self._pending_t = True, self.t
         if self._tracker is not None and self.t % self.sharpness_every == 0:  # type: ignore[operator]
-            self._tracker.record(PhaseState(theta=theta.clone(), m=m, v=v, t=self.t))
-            w.extend_series(self._tracker.series())
+            theta = self._flat(None).clone()
+            m = self._flat(_M_KEYS).clone() if self._m else None
+            v = self._flat(_V_KEYS).clone() if self._v else None
+            self._tracker.record(PhaseState(theta=theta, m=m, v=v, t=self.t))
+            series = self._tracker.series()
+            self._submit(lambda: w.extend_series(series))
 
     def _finish_row(self, loss: float, grad_norm: float) -> None:
         w = self._writer
-        w.append("loss", torch.tensor(loss, dtype=torch.float64))
-        w.append("grad_norm", torch.tensor(grad_norm, dtype=torch.float64))
-        w.append("t", torch.tensor(self._pending_t, dtype=torch.int64))
+        t = self._pending_t
         self._pending = False
         self._rows += 1
-        if self._rows % self.flush_every == 0:
-            w.commit()
+        commit = self._rows % self.flush_every == 0
+
+        def job() -> None:
+            w.append("loss", torch.tensor(loss, dtype=torch.float64))
+            w.append("grad_norm", torch.tensor(grad_norm, dtype=torch.float64))
+            w.append("t", torch.tensor(t, dtype=torch.int64))
+            if commit:
+                w.commit()
+
+        self._submit(job)
 
     # ------------------------------------------------------------------ the public calls
     def step(self, loss: Tensor | float) -> None:
@@ -213,6 +267,8 @@ class Recorder:
             return
         if self._closed:
             raise RuntimeError("Recorder: step() after close()")
+        if self._error is not None:
+            self._drain()
         if self._pending:
             grads = [p.grad for p in self.params if p.grad is not None]
             gnorm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])
@@ -229,6 +285,12 @@ class Recorder:
         self._closed = True
         w = self._writer
         try:
+            if self.background:
+                self._hook.remove()
+                self._jobs.put(None)
+                self._thread.join()
+                self.background = False
+            self._drain()
             if self._pending and self.loss_fn is not None:
                 loss, g = value_and_grad(self.loss_fn)(self._flat(None).clone())
                 self._finish_row(float(loss), float(torch.linalg.vector_norm(g)))

@@ -152,14 +152,29 @@ def test_every_sharpness_and_metadata(tmp_path):
 def test_a_running_recording_can_be_read_and_an_exception_marks_it_incomplete(tmp_path):
     model, x, y, _ = _setup()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    with pytest.raises(RuntimeError, match="stop"), rodflow.Recorder(tmp_path / "r.h5", model, opt,
-                                                                        flush_every=4) as rec:
+    with pytest.raises(RuntimeError, match="stop"), rodflow.Recorder(tmp_path / "r.h5", model, opt, flush_every=4,
+                                                                        background=False) as rec:
         _train(model, opt, x, y, 9, rec)
         live = rodflow.Trajectory.load(tmp_path / "r.h5")
         assert live.t.tolist() == list(range(8)) and not live.complete  # 9 rows finished, 8 committed
         raise RuntimeError("stop")
     done = rodflow.Trajectory.load(tmp_path / "r.h5")
     assert done.t.tolist() == list(range(9)) and not done.complete
+
+
+def test_the_background_writer_writes_what_the_foreground_writes(tmp_path):
+    trajs = []
+    for background in (True, False):
+        model, x, y, loss_fn = _setup()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        with rodflow.Recorder(tmp_path / f"{background}.h5", model, opt, flush_every=3, background=background,
+                              loss_fn=loss_fn) as rec:
+            _train(model, opt, x, y, 12, rec)
+        trajs.append(rodflow.Trajectory.load(tmp_path / f"{background}.h5"))
+    a, b = trajs
+    for name in ("theta", "m", "v", "t", "loss", "grad_norm"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert len(a) == 13
 
 
 def test_disabled_costs_nothing():
