@@ -179,7 +179,11 @@ def _guess(trajectory: Trajectory, optimizer: Any) -> OptimizerSpec:
         raise ValueError("optimizer: give the spec to start from (rodflow.optimizer(...)) or its name; the "
                          "trajectory's config does not say which optimizer recorded it")
     hp = cfg.get("hyperparameters") if cfg.get("optimizer") == name else None
-    return make_optimizer(name, **(hp if isinstance(hp, dict) else {}))
+    try:
+        return make_optimizer(name, **(hp if isinstance(hp, dict) else {}))
+    except TypeError as err:
+        raise ValueError(f"optimizer: the recorded hyperparameters do not make a {name!r} spec ({err}); pass "
+                         "optimizer=rodflow.optimizer(...)") from None
 
 
 # ---------------------------------------------------------------------------- results
