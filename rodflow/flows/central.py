@@ -101,7 +101,9 @@ def third_derivatives(loss_fn: LossFn, theta: Tensor, vecs: Tensor, pairs: list[
     ``vecs`` is ``[k, d]`` (rows u_i, held fixed); the result's third entry is ``[len(pairs), d]``.
     One forward pass and one gradient graph serve all pairs: per distinct ``j`` one backward of
     ``u_jᵀ∇L`` with a graph (giving ``Hu_j`` as a function of θ), per pair one backward of
-    ``u_iᵀ(Hu_j)``.
+    ``u_iᵀ(Hu_j)``. Measured on the digits MLP (``benchmarks/flows_central.py``): 6.0 ms per pair,
+    against 4.7–6.8 ms for a central finite difference of two HVPs, whose relative error is 5e-11
+    at best (ε = 1e-4) — no cheaper and not exact.
     """
     th = theta.detach().requires_grad_(True)
     with torch.enable_grad():
