@@ -39,7 +39,30 @@ def _compare(window):
     return rodflow.compare(traj, _solve(traj=traj, start=2), window=window)
 
 
+def _nan_after(k):
+    """A loss that returns NaN (with a finite gradient) once θ has moved below 0.5: NaN detached."""
+    def loss(th):
+        bad = torch.where(th[0] < 0.5, torch.tensor(float("nan"), dtype=F64), torch.tensor(0.0, dtype=F64))
+        return _quad(th) + bad.detach()
+
+    return loss
+
+
+_GD = rodflow.optimizer("gd", lr=0.1)
+
 CASES = [
+    # iterate
+    ("theta0 a list", lambda: rodflow.iterate(_GD, _quad, [1.0, 2.0], 3), TypeError, "theta0"),
+    ("theta0 a numpy array", lambda: rodflow.iterate(_GD, _quad, np.ones(3), 3), TypeError, "theta0"),
+    ("theta0 of the wrong length", lambda: rodflow.iterate(_GD, lambda th: th[4] + _quad(th), _theta(), 3),
+     ValueError, "theta0"),
+    ("steps a bool", lambda: rodflow.iterate(_GD, _quad, _theta(), True), TypeError, "steps"),
+    ("sharpness_every a bool", lambda: rodflow.iterate(_GD, _quad, _theta(), 3, sharpness_every=True), TypeError,
+     "sharpness_every"),
+    ("a loss without theta", lambda: rodflow.iterate(_GD, lambda th: torch.tensor(1.0, dtype=F64), _theta(), 3),
+     ValueError, "loss_fn"),
+    ("a NaN loss with a finite gradient", lambda: rodflow.iterate(_GD, _nan_after(0), _theta(), 30),
+     rodflow.NonFiniteError, "non-finite loss"),
     # optimizers
     ("adam momentum_decay", lambda: rodflow.optimizer("adam", momentum_decay=5.0), ValueError, "momentum_decay"),
     ("betas of length 3", lambda: rodflow.optimizer("adam", betas=np.array([0.9, 0.99, 0.5])), ValueError, "betas"),
