@@ -98,3 +98,20 @@ def test_every_subcommand_has_help():
     for sub in ("train", "flow", "sharpness", "fit", "plot", "repro"):
         out = _cli(sub, "--help")
         assert out.returncode == 0 and "usage: rodflow " + sub in out.stdout, sub
+
+
+def test_ctrl_c_keeps_the_record_and_exits_130(tmp_path, monkeypatch):
+    """An interrupt during `rodflow train` (raised by iterate after it flushed) exits 130 naming the file."""
+    import rodflow
+
+    real = rodflow.iterate
+
+    def interrupted(*args, **kwargs):
+        kwargs["steps"] = args[3] if len(args) > 3 else kwargs["steps"]
+        real(*args[:3], 3, **{k: v for k, v in kwargs.items() if k != "steps"})  # what was recorded is on disk
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rodflow, "iterate", interrupted)
+    out = _cli("train", "--steps", "50", "--out", str(tmp_path / "run.h5"))
+    assert out.returncode == 130 and "interrupted" in out.stderr and "run.h5" in out.stderr
+    assert len(rodflow.Trajectory.load(tmp_path / "run.h5")) == 4
