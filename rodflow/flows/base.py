@@ -192,6 +192,16 @@ class Flow(ABC):
             return 1.0 / beta
         return 1.0
 
+    def _relaxed(self, f: Any) -> Any:
+        """The increment ``f`` (a flow's typed state) with its moment centres' entries scaled by κ."""
+        s = self.spec
+        if getattr(f, "M", None) is not None:
+            f = f._replace(M=self._relax(s.beta) * f.M)
+        if getattr(f, "N", None) is not None:
+            assert s.beta2 is not None
+            f = f._replace(N=self._relax(s.beta2) * f.N)
+        return f
+
     def _g(self, theta: Tensor) -> Tensor:
         self.nfe_grad += 1
         return self.grad(theta)

@@ -167,12 +167,7 @@ class RodFlow(Flow):
         grads = self.gradients(z.W, z.Delta)
         mom = rod_moments(s, z, grads)
         f = rod_increment(s, z, grads, mom, rod_step_sizes(s, mom, tn), tn)
-        if f.M is not None:
-            f = f._replace(M=self._relax(s.beta) * f.M)
-        if f.N is not None:
-            assert s.beta2 is not None
-            f = f._replace(N=self._relax(s.beta2) * f.N)
-        return pack(f)
+        return pack(self._relaxed(f))
 
     def _floor_gain(self, w: Tensor, delta: Tensor) -> Tensor | float:
         rho = self.rho(w.dtype)

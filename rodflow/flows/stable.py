@@ -68,12 +68,7 @@ class StableFlow(Flow):
         tn = t + 1.0
         g = self._g(z.W)
         f = stable_increment(s, z, g, stable_moments(s, z, g), tn)
-        if f.M is not None:
-            f = f._replace(M=self._relax(s.beta) * f.M)
-        if f.N is not None:
-            assert s.beta2 is not None
-            f = f._replace(N=self._relax(s.beta2) * f.N)
-        return pack(f)
+        return pack(self._relaxed(f))
 
     def initial(self, trajectory: Trajectory, step: int = 0, *, centred: bool = False) -> Y:
         """The recorded state at ``step`` (``init="state"``), or the centres of θ and m around it:
