@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 import warnings
 
 import pytest
@@ -10,6 +17,8 @@ from torch import nn
 
 import rodflow
 from rodflow.adapters import spec_from_config, spec_of
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # (torch.optim class or rodflow optimizer, keyword arguments, registry name the record must carry)
 MAPPED = [
@@ -175,6 +184,53 @@ def test_the_background_writer_writes_what_the_foreground_writes(tmp_path):
     for name in ("theta", "m", "v", "t", "loss", "grad_norm"):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
     assert len(a) == 13
+
+
+_KILLED_LOOP = textwrap.dedent("""
+    import sys, torch, rodflow
+    torch.set_num_threads(1)
+    torch.manual_seed(0)  # as _setup() below
+    x = torch.randn(64, 5, dtype=torch.float64)
+    y = torch.sin(x.sum(1, keepdim=True))
+    model = torch.nn.Sequential(torch.nn.Linear(5, 12), torch.nn.Tanh(), torch.nn.Linear(12, 1)).double()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    with rodflow.Recorder(sys.argv[1], model, opt, flush_every=5) as rec:
+        while True:
+            opt.zero_grad()
+            loss = ((model(x) - y) ** 2).mean()
+            loss.backward()
+            opt.step()
+            rec.step(loss)
+""")
+
+
+def test_a_recording_killed_with_sigkill_keeps_its_committed_rows(tmp_path):
+    path = tmp_path / "killed.h5"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_LOOP, str(path)], env=env, stderr=subprocess.PIPE)
+    try:
+        seen, deadline = 0, time.monotonic() + 60
+        while seen < 30 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+            try:
+                seen = len(rodflow.Trajectory.load(path, lazy=True)) if path.exists() else 0
+            except ValueError:
+                seen = 0  # created, datasets not yet there
+        assert seen >= 30, proc.stderr.read().decode() if proc.poll() is not None else "no rows in time"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
+    back = rodflow.Trajectory.load(path)
+    assert len(back) >= seen and len(back) % 5 == 0 and not back.complete
+    assert back.t.tolist() == list(range(len(back)))
+    spec = rodflow.optimizer("adam", lr=1e-2)
+    *_, loss_fn = _setup()  # the same seed and data as the killed loop: replay its rows
+    for k in range(len(back) - 1):
+        s = back.state(k)
+        nxt = spec.step(s, rodflow.gradient(loss_fn))
+        assert _rel(nxt.theta - s.theta, back.theta[k + 1] - s.theta) <= 1e-8
 
 
 def test_disabled_costs_nothing():
