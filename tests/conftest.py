@@ -13,6 +13,17 @@ def _seed():
 
 
 @pytest.fixture
+def float64_default():
+    """float64 as torch's default dtype: torch keeps step counts and NAdam's μ-product in it, so a
+    comparison with torch.optim in float64 would otherwise measure float32 rounding of the bias
+    corrections."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+@pytest.fixture
 def one_thread():
     """Tiny tensors and many small products: a second thread only adds contention on a shared
     machine (measured 10× slower on a busy 2-core machine); the caller's setting is restored."""

@@ -24,14 +24,6 @@ CASES = [
 ]
 
 
-@pytest.fixture
-def float64_default():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(F64)  # torch keeps step counts and NAdam's μ-product in the default dtype
-    yield
-    torch.set_default_dtype(old)
-
-
 def _net_and_loss():
     x, y = rodflow.problems.digits(n=48, seed=0)
     torch.manual_seed(0)

@@ -34,16 +34,6 @@ MAPPED = [
 ]
 
 
-@pytest.fixture
-def float64_default():
-    # torch keeps step counts and NAdam's μ-product in the default dtype: float64, else the
-    # comparison measures float32 rounding of the bias corrections
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 def _setup(seed=0, dropout=0.0):
     torch.manual_seed(seed)
     x = torch.randn(64, 5, dtype=torch.float64)

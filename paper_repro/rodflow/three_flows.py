@@ -37,7 +37,7 @@ from rodflow import plot
 from rodflow.compare import eos_onset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tracking import markdown  # the sibling script's table writer
+from tracking import make_problem, markdown  # the sibling script's problem and table writer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,18 +45,6 @@ ROOT = Path(__file__).resolve().parents[2]
 EOS_LRS: dict[str, dict[str, Any]] = {k: v for k, v in rodflow.problems.hyperparameters("digits", "eos").items()
                                       if k in ("gd", "scalar_rmsprop", "rmsprop")}
 KINDS = ("stable", "rod", "central")
-
-
-def make_problem(data: str, n: int, width: int, depth: int, seed: int) -> rodflow.problems.Problem:
-    """A tanh MLP with ``depth`` hidden layers of ``width`` units, MSE on one-hot targets."""
-    if data == "digits":
-        x, y = rodflow.problems.digits(n=n, seed=seed)
-    elif data == "mnist5k":
-        x, y = rodflow.problems.mnist5k(n=n, seed=seed)
-    else:
-        raise ValueError(f"data must be 'digits' or 'mnist5k', got {data!r}")
-    net = rodflow.problems.mlp([x.shape[1], *([width] * depth), 10], activation="tanh", seed=seed)
-    return rodflow.problems.module_problem(net, x, rodflow.problems.one_hot(y, 10), loss="mse")
 
 
 def solve_flows(spec: rodflow.OptimizerSpec, prob: Any, traj: rodflow.Trajectory, start: int,
@@ -217,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     n = args.n or (1000 if args.data == "mnist5k" else 256)
-    prob = make_problem(args.data, n, args.width, args.depth, args.seed)
+    prob = make_problem(args.data, n, args.width, args.seed, depth=args.depth)
     lrs = {k: dict(v) for k, v in EOS_LRS.items()}
     for item in args.lr:
         name, _, value = item.partition("=")

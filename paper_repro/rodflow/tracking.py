@@ -41,14 +41,15 @@ DEFAULT_OPTIMIZERS = ("heavy_ball", "nesterov", "scalar_rmsprop", "rmsprop", "sc
                       "nadam")
 
 
-def make_problem(data: str, n: int, width: int, seed: int) -> rodflow.problems.Problem:
+def make_problem(data: str, n: int, width: int, seed: int, depth: int = 1) -> rodflow.problems.Problem:
+    """A tanh MLP with ``depth`` hidden layers of ``width`` units on ``n`` examples, MSE on one-hot targets."""
     if data == "digits":
         x, y = rodflow.problems.digits(n=n, seed=seed)
     elif data == "mnist5k":
         x, y = rodflow.problems.mnist5k(n=n, seed=seed)
     else:
         raise ValueError(f"data must be 'digits' or 'mnist5k', got {data!r}")
-    net = rodflow.problems.mlp([x.shape[1], width, 10], activation="tanh", seed=seed)
+    net = rodflow.problems.mlp([x.shape[1], *([width] * depth), 10], activation="tanh", seed=seed)
     return rodflow.problems.module_problem(net, x, rodflow.problems.one_hot(y, 10), loss="mse")
 
 

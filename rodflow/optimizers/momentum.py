@@ -22,13 +22,13 @@ import torch
 from torch import Tensor
 
 from ..phase import PhaseState
-from .spec import OptimizerSpec, check_real
+from .spec import GradientDescentThreshold, OptimizerSpec, check_real
 
 __all__ = ["GD", "Momentum"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class GD(OptimizerSpec):
+class GD(GradientDescentThreshold, OptimizerSpec):
     """Plain gradient descent, ``torch.optim.SGD(lr)``; threshold ηλ = 2.
 
     >>> import torch, rodflow
@@ -47,14 +47,6 @@ class GD(OptimizerSpec):
 
     def preconditioner(self, state: PhaseState) -> Tensor:
         return torch.full_like(state.theta, 1.0 / self.lr)
-
-    @property
-    def threshold(self) -> float:
-        return 2.0
-
-    @property
-    def threshold_formula(self) -> str:
-        return "2"
 
 
 @dataclass(frozen=True, kw_only=True)

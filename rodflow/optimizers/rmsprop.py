@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from ..phase import PhaseState
-from .spec import OptimizerSpec, check_real
+from .spec import GradientDescentThreshold, OptimizerSpec, check_real
 
 __all__ = ["RMSProp", "adaptive_denominator"]
 
@@ -32,7 +32,7 @@ def adaptive_denominator(v: Tensor, t: float, beta2: float, eps: float, bias_cor
 
 
 @dataclass(frozen=True, kw_only=True)
-class RMSProp(OptimizerSpec):
+class RMSProp(GradientDescentThreshold, OptimizerSpec):
     """RMSProp; ``scalar=True`` gives the scalar variant. Hyperparameters as ``torch.optim.RMSprop``."""
 
     lr: float = 1e-2
@@ -65,11 +65,3 @@ class RMSProp(OptimizerSpec):
         assert state.v is not None
         d = adaptive_denominator(state.v, state.t, self.alpha, self.eps, self.bias_correction) / self.lr
         return d.expand_as(state.theta).clone()
-
-    @property
-    def threshold(self) -> float:
-        return 2.0
-
-    @property
-    def threshold_formula(self) -> str:
-        return "2"

@@ -33,7 +33,7 @@ from ..phase import PhaseState
 if TYPE_CHECKING:
     from ..trajectory import Trajectory
 
-__all__ = ["GradFn", "NonFiniteError", "OptimizerSpec", "check_gradient"]
+__all__ = ["GradFn", "GradientDescentThreshold", "NonFiniteError", "OptimizerSpec", "check_gradient"]
 
 GradFn = Callable[[Tensor], Tensor]
 
@@ -93,6 +93,19 @@ def check_gradient(g: Any, theta: Tensor, t: int) -> Tensor:
             f"grad_fn returned a non-finite gradient at step {t}: the run diverged or the loss is NaN; "
             "lower lr or check loss_fn")
     return g
+
+
+class GradientDescentThreshold:
+    """Threshold λ_max(P⁻¹H) = 2 of the methods that are (preconditioned) gradient descent with P held
+    fixed (GD, RMSProp): the period-two mode of θ' = θ − P⁻¹Hθ appears at P⁻¹λ = 2."""
+
+    @property
+    def threshold(self) -> float:
+        return 2.0
+
+    @property
+    def threshold_formula(self) -> str:
+        return "2"
 
 
 @dataclass(frozen=True, kw_only=True)

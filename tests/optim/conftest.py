@@ -15,6 +15,17 @@ def tiny_net(inputs: int, hidden: int, outputs: int, dtype: torch.dtype = torch.
                                torch.nn.Linear(hidden, outputs)).to(dtype)
 
 
+def closure_for(net, opt, x, y):
+    """A closure for ``opt.step``: zero the gradients, the mean squared error of ``net`` on (x, y), backward."""
+    def closure():
+        opt.zero_grad()
+        loss = (net(x) - y).square().mean()
+        loss.backward()
+        return loss
+
+    return closure
+
+
 def tiny_data(inputs: int, outputs: int, n: int, dtype: torch.dtype = torch.float64):
     """``n`` seeded Gaussian regression pairs ``(x, y)``."""
     g = torch.Generator().manual_seed(1)

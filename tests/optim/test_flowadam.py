@@ -13,7 +13,7 @@ import torch
 import torch.multiprocessing as mp
 
 from rodflow import FlowAdam
-from tests.optim.conftest import tiny_data, tiny_net
+from tests.optim.conftest import closure_for, tiny_data, tiny_net
 
 OFF = {"switch_sensitivity": 0.0, "curvature_sensitivity": math.inf}
 
@@ -24,16 +24,6 @@ def _net(dtype=torch.float64, seed=0):
 
 def _data(dtype=torch.float64, n=48):
     return tiny_data(6, 2, n, dtype)
-
-
-def _closure(net, opt, x, y):
-    def closure():
-        opt.zero_grad()
-        loss = (net(x) - y).square().mean()
-        loss.backward()
-        return loss
-
-    return closure
 
 
 def _flat(net):
@@ -54,8 +44,8 @@ def test_triggers_off_is_torch_adam(fused, wd, decoupled):
     cls = torch.optim.AdamW if decoupled else torch.optim.Adam
     ob = cls(b.parameters(), lr=1e-2, betas=(0.8, 0.99), weight_decay=wd)
     for _ in range(200):
-        oa.step(_closure(a, oa, x, y))
-        ob.step(_closure(b, ob, x, y))
+        oa.step(closure_for(a, oa, x, y))
+        ob.step(closure_for(b, ob, x, y))
     assert _rel(_flat(a), _flat(b)) <= 1e-12
     assert oa.ode_triggers == 0 and oa.grad_evals == 200
 
@@ -71,10 +61,10 @@ def test_ode_step_is_the_clipped_gradient_flow(wd, decoupled):
     opt = FlowAdam([{"params": net[0].parameters(), "lr": lrs[0]}, {"params": net[2].parameters(), "lr": lrs[1]}],
                    warmup=0, switch_sensitivity=10.0, ode_t_scale=scale, ode_tol=1e-10, weight_decay=wd,
                    decoupled_weight_decay=decoupled)
-    opt.step(_closure(net, opt, x, y))  # the first step is always Adam's
+    opt.step(closure_for(net, opt, x, y))  # the first step is always Adam's
     assert opt.ode_triggers == 0
     theta1 = _flat(net)
-    opt.step(_closure(net, opt, x, y))
+    opt.step(closure_for(net, opt, x, y))
     assert opt.ode_triggers == 1 and opt.ode_nfe > 0 and opt.grad_evals == 2 + opt.ode_nfe
 
     ref_net = _net()
@@ -148,8 +138,8 @@ def test_group_hyperparameters_match_torch_adam_groups():
     oa = FlowAdam(groups(a), lr=1e-2, **OFF)
     ob = torch.optim.Adam(groups(b), lr=1e-2)
     for _ in range(50):
-        oa.step(_closure(a, oa, x, y))
-        ob.step(_closure(b, ob, x, y))
+        oa.step(closure_for(a, oa, x, y))
+        ob.step(closure_for(b, ob, x, y))
     assert _rel(_flat(a), _flat(b)) <= 1e-12
 
 
@@ -160,8 +150,8 @@ def test_float32_and_lr_scheduler_match_torch_adam():
     sa = torch.optim.lr_scheduler.CosineAnnealingLR(oa, T_max=30)
     sb = torch.optim.lr_scheduler.CosineAnnealingLR(ob, T_max=30)
     for _ in range(30):
-        oa.step(_closure(a, oa, x, y))
-        ob.step(_closure(b, ob, x, y))
+        oa.step(closure_for(a, oa, x, y))
+        ob.step(closure_for(b, ob, x, y))
         sa.step()
         sb.step()
     assert torch.equal(_flat(a), _flat(b))
@@ -175,7 +165,7 @@ def test_cuda_float32_matches_cpu_decisions():
         net = _net(torch.float32).to(dev)
         opt = FlowAdam(net.parameters(), lr=1e-2, warmup=2)
         for _ in range(20):
-            opt.step(_closure(net, opt, x.to(dev), y.to(dev)))
+            opt.step(closure_for(net, opt, x.to(dev), y.to(dev)))
         out[dev] = (_flat(net).cpu(), opt.ode_triggers, opt.grad_evals)
     assert out["cpu"][1:] == out["cuda"][1:] and out["cpu"][1] > 0
     torch.testing.assert_close(out["cpu"][0], out["cuda"][0], rtol=1e-4, atol=1e-5)
@@ -188,12 +178,12 @@ def test_momentum_injection_formula(injection):
     opt = FlowAdam(net.parameters(), lr=0.05, warmup=2, switch_sensitivity=10.0, injection=injection,
                    momentum_blend_gamma=0.3, momentum_cap=0.5)
     for _ in range(3):  # Adam steps: the ODE may run once more than `warmup` steps have been taken
-        opt.step(_closure(net, opt, x, y))
+        opt.step(closure_for(net, opt, x, y))
     params = list(net.parameters())
     before = [p.detach().clone() for p in params]
     m_before = [opt.state[p]["exp_avg"].clone() for p in params]
     v_before = [opt.state[p]["exp_avg_sq"].clone() for p in params]
-    opt.step(_closure(net, opt, x, y))
+    opt.step(closure_for(net, opt, x, y))
     assert opt.ode_triggers == 1
     for p, th0, m0, v0 in zip(params, before, m_before, v_before):
         u = -(p.detach() - th0) / 0.05
@@ -215,18 +205,18 @@ def test_save_load_resume_through_a_file_is_bitwise(tmp_path):
     a = _net()
     oa = FlowAdam(a.parameters(), lr=1e-2, warmup=2)
     for _ in range(15):
-        oa.step(_closure(a, oa, x, y))
+        oa.step(closure_for(a, oa, x, y))
     assert oa.ode_triggers > 0
     torch.save({"model": a.state_dict(), "opt": oa.state_dict()}, tmp_path / "ckpt.pt")
     for _ in range(15):
-        oa.step(_closure(a, oa, x, y))
+        oa.step(closure_for(a, oa, x, y))
     b = _net(seed=3)
     ob = FlowAdam(b.parameters(), lr=1e-2, warmup=2)
     ckpt = torch.load(tmp_path / "ckpt.pt")
     b.load_state_dict(ckpt["model"])
     ob.load_state_dict(ckpt["opt"])
     for _ in range(15):
-        ob.step(_closure(b, ob, x, y))
+        ob.step(closure_for(b, ob, x, y))
     assert torch.equal(_flat(a), _flat(b))
     assert (oa.ode_triggers, oa.grad_evals, oa.ode_nfe) == (ob.ode_triggers, ob.grad_evals, ob.ode_nfe)
 
@@ -236,7 +226,7 @@ def test_no_graph_in_the_state_and_deepcopy():
     net = _net()
     opt = FlowAdam(net.parameters(), lr=1e-2, warmup=0, switch_sensitivity=10.0)
     for _ in range(5):
-        opt.step(_closure(net, opt, x, y))
+        opt.step(closure_for(net, opt, x, y))
     assert opt.ode_triggers == 4
     for st in opt.state.values():
         for value in st.values():
@@ -255,7 +245,7 @@ def test_group_with_zero_lr_never_moves_and_schedulers_work():
     start = [p.detach().clone() for p in frozen]
     free0 = [p.detach().clone() for p in free]
     for _ in range(12):
-        opt.step(_closure(net, opt, x, y))
+        opt.step(closure_for(net, opt, x, y))
         sched.step()
     assert opt.ode_triggers > 0
     assert all(torch.equal(p.detach(), s) for p, s in zip(frozen, start))
@@ -294,7 +284,7 @@ def test_failed_solve_falls_back_to_adam(bad_call):
     ref = _net()
     ref_opt = torch.optim.Adam(ref.parameters(), lr=1e-2)
     for _ in range(2):
-        ref_opt.step(_closure(ref, ref_opt, x, y))
+        ref_opt.step(closure_for(ref, ref_opt, x, y))
     torch.testing.assert_close(after, _flat(ref), rtol=1e-13, atol=1e-15)
 
 
@@ -326,7 +316,7 @@ def _ddp_phase(rank, world, out_dir):
     opt = FlowAdam(model.parameters(), lr=1e-2, warmup=2)
     xs, ys = x.chunk(world)[rank], y.chunk(world)[rank]
     for _ in range(12):
-        opt.step(_closure(model, opt, xs, ys))
+        opt.step(closure_for(model, opt, xs, ys))
     torch.save({"theta": _flat(model), "evals": opt.grad_evals, "triggers": opt.ode_triggers},
                os.path.join(out_dir, f"{rank}.pt"))
 
@@ -356,6 +346,6 @@ def test_ddp_ranks_agree_with_a_single_process(tmp_path):
     net = _net()
     opt = FlowAdam(net.parameters(), lr=1e-2, warmup=2)
     for _ in range(12):
-        opt.step(_closure(net, opt, x, y))
+        opt.step(closure_for(net, opt, x, y))
     assert opt.grad_evals == r0["evals"]
     assert _rel(r0["theta"], _flat(net)) < 1e-9 and torch.equal(r0["theta"], r1["theta"])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import rodflow
-from tests.optim.conftest import tiny_data, tiny_net
+from tests.optim.conftest import closure_for, tiny_data, tiny_net
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,16 +28,6 @@ def test_bad_group_values_are_refused_naming_the_group_and_key(name, key, value,
         opt.add_param_group({"params": b, key: value})
 
 
-def _closure(net, opt, x, y):
-    def closure():
-        opt.zero_grad()
-        loss = (net(x) - y).square().mean()
-        loss.backward()
-        return loss
-
-    return closure
-
-
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_flowadam_group_at_lr_zero_is_bitwise_frozen_when_the_ode_runs(dtype):
     net = tiny_net(4, 6, 2, dtype)
@@ -47,13 +37,13 @@ def test_flowadam_group_at_lr_zero_is_bitwise_frozen_when_the_ode_runs(dtype):
     opt = rodflow.FlowAdam([{"params": net[0].parameters()}, {"params": frozen, "lr": 0.0}], lr=1e-2, warmup=1,
                            switch_sensitivity=10.0)  # the plateau test always fires: every step after warmup is ODE
     for _ in range(6):
-        opt.step(_closure(net, opt, x, y))
+        opt.step(closure_for(net, opt, x, y))
     assert opt.ode_triggers >= 4
     assert all(torch.equal(a, b) for a, b in zip(before, frozen))
     torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.0)  # sets every group's rate to 0
     now = [p.detach().clone() for p in net.parameters()]
     for _ in range(3):
-        opt.step(_closure(net, opt, x, y))
+        opt.step(closure_for(net, opt, x, y))
     assert all(torch.equal(a, b) for a, b in zip(now, net.parameters()))
 
 
@@ -72,7 +62,7 @@ def test_flowadam_loads_a_torch_adam_checkpoint():
     ref = torch.optim.Adam(twin.parameters(), lr=1e-2)
     ref.load_state_dict(copy.deepcopy(adam.state_dict()))
     for _ in range(3):
-        opt.step(_closure(net, opt, x, y))
+        opt.step(closure_for(net, opt, x, y))
         ref.zero_grad()
         (twin(x) - y).square().mean().backward()
         ref.step()

@@ -44,16 +44,6 @@ def _ids(table):
     return [f"{t[0]}-{t[2].__name__}-{i}" for i, t in enumerate(table)]
 
 
-@pytest.fixture
-def float64_default():
-    # torch's NAdam keeps its μ-product (and every optimizer its step count) in the default scalar
-    # dtype: float64 here, else the comparison would measure float32 rounding of the bias correction
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 def _torch_iterates(cls, kwargs, loss_fn, theta0, steps):
     p = torch.nn.Parameter(theta0.clone())
     opt = cls([p], **kwargs)
