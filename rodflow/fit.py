@@ -281,7 +281,7 @@ class FitResult:
         ax_d.plot(t, np.where(curve > 0, curve, np.nan), color=c, lw=1.2, label=f"{self.family}: D = "
                   f"{self.discrepancy:.3g}")
         ax_d.set_yscale("log")
-        ax_d.set_ylabel("‖θ̂ₖ − θₖ‖² / Σ‖θₖ − θ_start‖²")
+        ax_d.set_ylabel("per-step discrepancy ‖θ̂ₖ − θₖ‖²/S")
         if self.trajectory is not None:
             lo, hi = self.config["window"]
             i, j = self.trajectory.index_of(lo), self.trajectory.index_of(hi)
