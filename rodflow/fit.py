@@ -225,6 +225,7 @@ class FitResult:
             ``docs/fitting.md`` for how much it undercovers).
         covariance: ``[p, p]`` the clustered covariance of the fitted values (original parametrisation).
         segments: the fitted flow's solution on each segment.
+        trajectory: the record that was fitted (for :meth:`plot`).
         config: what was fitted, for the record.
     """
 
