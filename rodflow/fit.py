@@ -3,13 +3,14 @@ r"""Fitting a flow to a recorded run: :func:`fit_flow` estimates the hyperparame
 **Discrepancy.** The window ``a … b`` of recorded steps is cut into segments of ``K`` steps
 (multiple shooting): segment ``j`` starts at ``s_j = a + jK`` from the *recorded* state there and
 the flow is integrated for ``min(K, b − s_j)`` steps. With ``θ̂_k`` the flow's iterate at step
-``k`` (for the rod ``W + (−1)^kΔ``) and ``s(k)`` the start of the segment holding ``k``,
+``k`` (for the rod ``W + (−1)^kΔ``) and ``s(k)`` the start of the segment that predicts ``k``
+(the largest ``s_j < k``),
 
 .. math::
 
     D(\phi) = \frac{\sum_{k} \lVert \hat\theta_k(\phi) - \theta_k \rVert^2}
                    {\sum_{k} \lVert \theta_k - \theta_{s(k)} \rVert^2},
-    \qquad k \in \{a + 1, \dots, b\} \setminus \{s_j\},
+    \qquad k \in \{a + 1, \dots, b\},
 
 scale-free: 0 for a flow through every recorded iterate, 1 for a flow that stands still at each
 segment's start. Restarting from the record every K steps keeps each segment short, so an error in
