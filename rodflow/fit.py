@@ -3,13 +3,14 @@ r"""Fitting a flow to a recorded run: :func:`fit_flow` estimates the hyperparame
 **Discrepancy.** The window ``a … b`` of recorded steps is cut into segments of ``K`` steps
 (multiple shooting): segment ``j`` starts at ``s_j = a + jK`` from the *recorded* state there and
 the flow is integrated for ``min(K, b − s_j)`` steps. With ``θ̂_k`` the flow's iterate at step
-``k`` (for the rod ``W + (−1)^kΔ``) and ``s(k)`` the start of the segment holding ``k``,
+``k`` (for the rod ``W + (−1)^kΔ``) and ``s(k)`` the start of the segment that predicts ``k``
+(the largest ``s_j < k``),
 
 .. math::
 
     D(\phi) = \frac{\sum_{k} \lVert \hat\theta_k(\phi) - \theta_k \rVert^2}
                    {\sum_{k} \lVert \theta_k - \theta_{s(k)} \rVert^2},
-    \qquad k \in \{a + 1, \dots, b\} \setminus \{s_j\},
+    \qquad k \in \{a + 1, \dots, b\},
 
 scale-free: 0 for a flow through every recorded iterate, 1 for a flow that stands still at each
 segment's start. Restarting from the record every K steps keeps each segment short, so an error in
@@ -225,6 +226,7 @@ class FitResult:
             ``docs/fitting.md`` for how much it undercovers).
         covariance: ``[p, p]`` the clustered covariance of the fitted values (original parametrisation).
         segments: the fitted flow's solution on each segment.
+        trajectory: the record that was fitted (for :meth:`plot`).
         config: what was fitted, for the record.
     """
 
@@ -281,7 +283,7 @@ class FitResult:
         ax_d.plot(t, np.where(curve > 0, curve, np.nan), color=c, lw=1.2, label=f"{self.family}: D = "
                   f"{self.discrepancy:.3g}")
         ax_d.set_yscale("log")
-        ax_d.set_ylabel("‖θ̂ₖ − θₖ‖² / Σ‖θₖ − θ_start‖²")
+        ax_d.set_ylabel("per-step discrepancy ‖θ̂ₖ − θₖ‖²/S")
         if self.trajectory is not None:
             lo, hi = self.config["window"]
             i, j = self.trajectory.index_of(lo), self.trajectory.index_of(hi)
