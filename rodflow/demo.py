@@ -87,10 +87,14 @@ def _run(args: argparse.Namespace) -> int:
     from rodflow.compare import eos_onset
 
     k_star = eos_onset(traj.sharpness, spec.threshold)
-    start = max(0, (k_star if k_star is not None else args.eos_steps // 2) - 60)
-    print(f"[3/3] stable and rod flows from step {start} (dopri5)", flush=True)
+    from rodflow.flows.base import TRANSIENT_STEPS
+
+    start = max(TRANSIENT_STEPS, (k_star if k_star is not None else args.eos_steps // 2) - 60)
+    print(f"[3/3] stable and rod flows (both second order) from step {start} (dopri5)", flush=True)
     sols = {}
-    for name, flow in (("stable", rodflow.stable_flow(spec, prob.loss_fn)), ("rod", rodflow.rod_flow(spec, prob.loss_fn))):
+    # both second order (the look-behind field), so the comparison is of the same order
+    for name, flow in (("stable", rodflow.stable_flow(spec, prob.loss_fn, order=2)),
+                       ("rod", rodflow.rod_flow(spec, prob.loss_fn))):
         t0 = time.perf_counter()
         sols[name] = flow.solve(traj, start=start, rtol=1e-5, atol=1e-8)
         sols[name].config["seconds"] = time.perf_counter() - t0
