@@ -29,7 +29,7 @@ from ..optimizers.spec import OptimizerSpec
 from ..trajectory import PhaseSeries, Trajectory
 from .parts import as_float, look_behind
 
-__all__ = ["ORDERS", "RATES", "TRANSIENT_STEPS", "Flow", "FlowSolution", "TransientWarning"]
+__all__ = ["LIMITERS", "ORDERS", "RATES", "TRANSIENT_STEPS", "Flow", "FlowSolution", "TransientWarning"]
 
 #: Relaxation rates of the moments' centres: ``Ṁ = κ(M⁺ − M)`` with κ = 1 (``"step"``: the flow's
 #: Euler step of size 1 is the discrete EMA, ``Ṁ = a g − (1 − β)M``) or κ = 1/β (``"central"``,
@@ -37,6 +37,9 @@ __all__ = ["ORDERS", "RATES", "TRANSIENT_STEPS", "Flow", "FlowSolution", "Transi
 RATES = ("step", "central")
 #: Orders of the flow: 1 (``dZ/dt = F``) or 2 (the look-behind field ``F(t − ½, Z − ½F)``).
 ORDERS = (1, 2)
+#: Limiters of the look-behind correction (order 2): ``None`` or ``"truncate"``
+#: (:func:`~rodflow.flows.parts.truncate`).
+LIMITERS = (None, "truncate")
 #: Steps of an adaptive optimizer's start-up transient: with ``v ≈ (1 − β₂)g²`` the first steps
 #: are ≈ lr·sign(g) and the iterates' preconditioned sharpness is far above its threshold (measured
 #: on an MNIST-5k MLP with Adam: 9,540 at step 1, 19 at step 3, 8.5 at step 10, threshold 38), a
@@ -157,7 +160,8 @@ class Flow(ABC):
 
     kind: str
 
-    def __init__(self, spec: OptimizerSpec, loss_fn: LossFn, *, rate: str = "step", order: int = 1):
+    def __init__(self, spec: OptimizerSpec, loss_fn: LossFn, *, rate: str = "step", order: int = 1,
+                 limiter: str | None = None):
         if not isinstance(spec, OptimizerSpec):
             raise TypeError(f"spec must be an OptimizerSpec (see rodflow.optimizer), got {type(spec).__name__}")
         if not callable(loss_fn):
@@ -168,6 +172,9 @@ class Flow(ABC):
             raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
         if order == 2 and rate != "step":
             raise ValueError("order=2 is the modified equation of the discrete map and needs rate='step'")
+        if limiter not in LIMITERS:
+            raise ValueError(f"limiter must be one of {LIMITERS}, got {limiter!r}")
+        self.limiter = limiter
         self.spec = spec
         self.loss_fn = loss_fn
         self.rate = rate
@@ -218,7 +225,7 @@ class Flow(ABC):
     def field(self, t: Tensor | float, y: Y) -> Y:
         """``dy/dt`` in torchdiffeq's convention: ``F(t, Z)`` (order 1) or ``F(t − ½, Z − ½F(t, Z))``."""
         tf = as_float(t)
-        f = self.increment(tf, y) if self.order == 1 else look_behind(self.increment, tf, y)
+        f = self.increment(tf, y) if self.order == 1 else look_behind(self.increment, tf, y, limiter=self.limiter)
         return self._extra(tf, y, f)
 
     def __call__(self, t: Tensor | float, y: Y) -> Y:
@@ -355,7 +362,8 @@ class Flow(ABC):
         assert theta is not None
         loss = torch.stack([self.loss_fn(th).detach() for th in theta])
         config = {"flow": self.kind, "optimizer": self.spec.name, "hyperparameters": self.spec.hyperparameters(),
-                  "rate": self.rate, "order": self.order, "start": start, "steps": steps, "method": method, "rtol": rtol,
+                  "rate": self.rate, "order": self.order,
+                  "limiter": self.limiter, "start": start, "steps": steps, "method": method, "rtol": rtol,
                   "atol": atol, "options": dict(options or {}), "grad_evals": self.nfe_grad}
         config.update(self._extra_config())
         sol = FlowSolution(t=steps_t, theta=theta, centre=pred["centre"], delta=pred["delta"],  # type: ignore[arg-type]

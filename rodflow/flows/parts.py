@@ -25,12 +25,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, TypeVar
 
+import torch
 from torch import Tensor
 
 from ..optimizers.spec import OptimizerSpec
 
 __all__ = ["Moments", "RodGradients", "RodState", "StableState", "StepSizes", "look_behind", "pack",
-           "rod_gradients", "rod_increment", "rod_moments", "rod_step_sizes", "stable_increment", "stable_moments",
+           "rod_gradients", "rod_increment", "rod_moments", "rod_step_sizes", "stable_increment", "stable_moments", "truncate",
            "unpack"]
 
 Y = tuple[Tensor, ...]
@@ -170,15 +171,34 @@ def stable_increment(spec: OptimizerSpec, z: StableState, g: Tensor, mom: Moment
     return StableState(dw, dm, dn)
 
 
-def look_behind(f: Callable[[float, Y], Y], t: float, y: Y) -> Y:
+def look_behind(f: Callable[[float, Y], Y], t: float, y: Y, *, limiter: str | None = None) -> Y:
     r"""The second-order field ``F(t − ½, Z − ½F(t, Z))`` of the map ``Z ↦ Z + F(t, Z)``.
 
     Its Taylor expansion is ``F − ½(∂_tF + F′F) + O(F³)``, the map's second-order modified
     equation: the time-one flow of ``dZ/dt = F − ½(∂_tF + F′F)`` is ``Z + F + O(F³)``. It needs no
-    Hessian-vector product, only a second evaluation of ``F``.
+    Hessian-vector product, only a second evaluation of ``F``. ``limiter="truncate"`` applies
+    :func:`truncate` to each state entry.
     """
     first = f(t, y)
-    return f(t - 0.5, tuple(a - 0.5 * b for a, b in zip(y, first)))
+    second = f(t - 0.5, tuple(a - 0.5 * b for a, b in zip(y, first)))
+    if limiter is None:
+        return second
+    return tuple(truncate(a, b) for a, b in zip(first, second))
+
+
+def truncate(first: Tensor, second: Tensor) -> Tensor:
+    r"""``F + φ·C`` with the correction ``C = F₂ − F`` and ``φ = min(1, ‖F‖²/‖C‖²)``.
+
+    The modified equation is an asymptotic series in the step: its correction is kept while it is
+    smaller than the leading term and shrunk to ``‖F‖²/‖C‖`` beyond (optimal truncation, made
+    continuous). A mode the map multiplies by ``1 + ε`` grows at ``ε − ε²/2`` under the look-behind,
+    which turns negative for ``ε > 2`` (a catapult would reverse); where ``|ε| ≤ 2`` nothing changes.
+    No host synchronisation: φ is a tensor.
+    """
+    c = second - first
+    cn, fn = c.square().sum(), first.square().sum()
+    phi = torch.where(cn > fn, fn / cn.clamp_min(torch.finfo(cn.dtype).tiny), torch.ones_like(cn))
+    return first + phi * c
 
 
 def as_float(t: Tensor | float) -> float:

@@ -109,8 +109,9 @@ class RodFlow(Flow):
     kind = "rod"
 
     def __init__(self, spec: OptimizerSpec, loss_fn: LossFn, *, rate: str = "step", order: int = 2,
-                 init: str = "7pt", floor: float | str | None = "roundoff", floor_rate: float | None = None):
-        super().__init__(spec, loss_fn, rate=rate, order=order)
+                 init: str = "7pt", floor: float | str | None = "roundoff", floor_rate: float | None = None,
+                 limiter: str | None = None):
+        super().__init__(spec, loss_fn, rate=rate, order=order, limiter=limiter)
         if floor_rate is None:
             floor_rate = 4.5 * self.order
         if floor != "roundoff" and floor is not None and not (
@@ -252,10 +253,12 @@ class RodFlow(Flow):
 
 
 def rod_flow(spec: OptimizerSpec, loss_fn: LossFn, *, order: int = 2, init: str = "7pt",
-             floor: float | str | None = "roundoff", floor_rate: float | None = None, rate: str = "step") -> RodFlow:
+             floor: float | str | None = "roundoff", floor_rate: float | None = None, rate: str = "step",
+             limiter: str | None = None) -> RodFlow:
     """The rod flow of optimizer ``spec`` on ``loss_fn`` (see :class:`RodFlow`).
 
     Defaults: the look-behind (second-order) field, the seven-point initial fit and the roundoff
     floor. ``order=1, init="3pt", floor=1e-10`` is the first-order rod of the first release.
     """
-    return RodFlow(spec, loss_fn, rate=rate, order=order, init=init, floor=floor, floor_rate=floor_rate)
+    return RodFlow(spec, loss_fn, rate=rate, order=order, init=init, floor=floor, floor_rate=floor_rate,
+                   limiter=limiter)

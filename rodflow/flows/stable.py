@@ -42,8 +42,8 @@ class StableFlow(Flow):
     kind = "stable"
 
     def __init__(self, spec: OptimizerSpec, loss_fn: LossFn, *, rate: str = "step", order: int = 1,
-                 init: str = "state"):
-        super().__init__(spec, loss_fn, rate=rate, order=order)
+                 init: str = "state", limiter: str | None = None):
+        super().__init__(spec, loss_fn, rate=rate, order=order, limiter=limiter)
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         self.init = init

@@ -64,11 +64,10 @@ def _discrete_multiplier(spec, h, n) -> np.ndarray:
     return -torch.autograd.functional.jacobian(step, x0).numpy()
 
 
-def _rod_jacobian(spec, h, n, order: int) -> np.ndarray:
-    """Jacobian of the (Δ, μ) part of the rod field at Δ = μ = 0, by central differences (exact for a field
-    that is linear up to even terms)."""
+def _rod_alternating_field(spec, h, n, order: int, limiter: str | None = None):
+    """``x ↦`` the (Δ, μ) part of the rod field at W = M = 0, (Δ, μ) = x."""
     prob_loss = lambda th: 0.5 * th @ h @ th  # noqa: E731
-    flow = rodflow.rod_flow(spec, prob_loss, order=order, floor=None)
+    flow = rodflow.rod_flow(spec, prob_loss, order=order, floor=None, limiter=limiter)
     has_m = spec.has_momentum
     zero = torch.zeros(D, dtype=torch.float64)
 
@@ -77,7 +76,14 @@ def _rod_jacobian(spec, h, n, order: int) -> np.ndarray:
         out = flow.state(flow.field(torch.tensor(T, dtype=torch.float64), pack(z)))
         return torch.cat([out.Delta, out.mu]) if has_m else out.Delta
 
-    size = 2 * D if has_m else D
+    return alt
+
+
+def _rod_jacobian(spec, h, n, order: int) -> np.ndarray:
+    """Jacobian of the (Δ, μ) part of the rod field at Δ = μ = 0, by central differences (exact for a field
+    that is linear up to even terms)."""
+    alt = _rod_alternating_field(spec, h, n, order)
+    size = 2 * D if spec.has_momentum else D
     eps = 1e-7
     eye = torch.eye(size, dtype=torch.float64)
     return torch.stack([(alt(eps * e) - alt(-eps * e)) / (2 * eps) for e in eye], dim=1).numpy()
@@ -113,6 +119,21 @@ def test_linearised_rate_is_the_series_of_the_log_of_the_one_step_multiplier(nam
     assert abs(rate - math.log(top.real)) <= 1.01 * e ** (order + 1) / (order + 1)
 
 
+@pytest.mark.parametrize("name", rodflow.OPTIMIZERS)
+def test_truncated_look_behind_keeps_the_top_mode_rate(name):
+    """Along the top (unstable) eigenvector of the one-step multiplier, the look-behind correction is
+    −ε²/2 of the mode, smaller than its first-order rate ε: the truncated field is the look-behind's."""
+    spec, h, n = _setup(name, 1.05)
+    a = _discrete_multiplier(spec, h, n)
+    z, vecs = np.linalg.eig(a)
+    i = int(np.argmax(z.real))
+    v = torch.tensor(vecs[:, i].real, dtype=torch.float64)
+    x = 1e-7 * v / torch.linalg.vector_norm(v)
+    e = z[i].real - 1
+    out = _rod_alternating_field(spec, h, n, 2, "truncate")(x)
+    torch.testing.assert_close(out, (e - e**2 / 2) * x, rtol=1e-4, atol=1e-6 * float(x.abs().max()) * abs(e))
+
+
 def test_look_behind_rate_at_gd_eta_lambda_2_2():
     """The numbers of the derivation: ηλ = 2.2 multiplies the top mode by 1.2 per step; the first-order
     rod grows at 0.2, the look-behind rod at 0.2 − 0.02 = 0.18, the map at ln 1.2 = 0.1823."""
@@ -123,6 +144,39 @@ def test_look_behind_rate_at_gd_eta_lambda_2_2():
     assert abs(rates[1] - math.log(1.2)) < 0.2 * abs(rates[0] - math.log(1.2))  # ε³/3 against ε²/2
     a = _discrete_multiplier(spec, h, None)
     np.testing.assert_allclose(np.sort(np.linalg.eigvals(scipy.linalg.logm(a)).real)[-1], math.log(1.2), rtol=1e-12)
+
+
+@pytest.mark.parametrize("eps", [-2.0, -1.0, -0.3, 0.2, 1.0, 2.0, 2.5, 3.0, 6.0, 20.0])
+def test_truncated_look_behind_rate_of_a_scalar_mode(eps):
+    """A mode the map multiplies by 1 + ε: the look-behind rate is ε − ε²/2 (negative past ε = 2: a growing
+    mode would decay); truncated, the correction −ε²/2 is kept while |ε| ≤ 2 and shrunk to ε²/(ε²/2) = 2
+    beyond, so the rate is ε − 2 (≥ 0, growing with ε, within ln(1 + ε) − 2 … ε of the exact ln(1 + ε))."""
+    spec = rodflow.optimizer("gd", lr=1.0)
+    lam = -eps  # GD on λx²/2 at lr 1: x ↦ (1 − λ)x = (1 + ε)x
+    plain = rodflow.stable_flow(spec, lambda th: 0.5 * lam * th @ th, order=2)
+    trunc = rodflow.stable_flow(spec, lambda th: 0.5 * lam * th @ th, order=2, limiter="truncate")
+    x = torch.tensor([0.7, -1.3], dtype=torch.float64)
+    rate_plain = float(plain.field(0.0, (x,))[0][0] / x[0])
+    rate_trunc = float(trunc.field(0.0, (x,))[0][0] / x[0])
+    assert rate_plain == pytest.approx(eps - eps**2 / 2, rel=1e-13, abs=1e-14)
+    expected = eps - eps**2 / 2 if abs(eps) <= 2 else eps - 2
+    assert rate_trunc == pytest.approx(expected, rel=1e-13, abs=1e-14)
+    if eps > 2:
+        assert 0 < rate_trunc < eps and rate_plain < 0
+
+
+def test_truncate_is_per_entry_and_continuous():
+    from rodflow.flows.parts import truncate
+
+    f = torch.tensor([3.0, 4.0], dtype=torch.float64)  # ‖F‖ = 5
+    for scale in (0.5, 1.0, 1.0 + 1e-9, 2.0, 10.0):
+        c = scale * torch.tensor([0.0, -5.0], dtype=torch.float64)  # ‖C‖ = 5·scale
+        out = truncate(f, f + c)
+        phi = min(1.0, 1.0 / scale**2)
+        torch.testing.assert_close(out, f + phi * c, rtol=1e-14, atol=0)
+    torch.testing.assert_close(truncate(torch.zeros(2), torch.ones(2)), torch.zeros(2))  # F = 0: no correction
+    with pytest.raises(ValueError, match="limiter"):
+        rodflow.rod_flow(rodflow.optimizer("gd", lr=0.1), lambda th: th @ th, limiter="clip")
 
 
 def _quadratic(seed: int = 0):
