@@ -31,7 +31,7 @@ from torch import Tensor
 from ..optimizers.spec import OptimizerSpec
 
 __all__ = ["Moments", "RodGradients", "RodState", "StableState", "StepSizes", "look_behind", "pack",
-           "rod_gradients", "rod_increment", "rod_moments", "rod_step_sizes", "stable_increment", "stable_moments", "truncate",
+           "rod_gradients", "rod_increment", "rod_moments", "rod_step_sizes", "stable_increment", "stable_moments", "truncate", "truncate_relative",
            "unpack"]
 
 Y = tuple[Tensor, ...]
@@ -176,14 +176,39 @@ def look_behind(f: Callable[[float, Y], Y], t: float, y: Y, *, limiter: str | No
 
     Its Taylor expansion is ``F − ½(∂_tF + F′F) + O(F³)``, the map's second-order modified
     equation: the time-one flow of ``dZ/dt = F − ½(∂_tF + F′F)`` is ``Z + F + O(F³)``. It needs no
-    Hessian-vector product, only a second evaluation of ``F``. ``limiter="truncate"`` applies
-    :func:`truncate` to each state entry.
+    Hessian-vector product, only a second evaluation of ``F``. ``limiter="truncate"`` limits the
+    correction with :func:`truncate_relative`, ``"truncate_entry"`` with :func:`truncate` per entry.
     """
     first = f(t, y)
     second = f(t - 0.5, tuple(a - 0.5 * b for a, b in zip(y, first)))
     if limiter is None:
         return second
-    return tuple(truncate(a, b) for a, b in zip(first, second))
+    if limiter == "truncate_entry":
+        return tuple(truncate(a, b) for a, b in zip(first, second))
+    return truncate_relative(y, first, second)
+
+
+def _phi(cn: Tensor, fn: Tensor) -> Tensor:
+    """``min(1, fn/cn)`` for squared norms, as a tensor (no host synchronisation)."""
+    return torch.where(cn > fn, fn / cn.clamp_min(torch.finfo(cn.dtype).tiny), torch.ones_like(cn))
+
+
+def truncate_relative(y: Y, first: Y, second: Y) -> Y:
+    r""":func:`truncate` with one ratio for the whole state, each entry measured relative to itself.
+
+    ``φ = min(1, Σ_e ‖F_e‖²/‖y_e‖² / Σ_e ‖C_e‖²/‖y_e‖²)`` over the entries e (W, Δ, M, μ, N):
+    relative rates, so that no entry's units dominate and the fastest-changing entries (Δ and μ at
+    a catapult) decide, and a mode that rotates between two entries (momentum's ringing in
+    (Δ, μ)) is not truncated each time one entry's field passes through zero.
+    """
+    tiny = torch.finfo(first[0].dtype).tiny
+    fn = cn = torch.zeros((), dtype=first[0].dtype, device=first[0].device)
+    for z, a, b in zip(y, first, second):
+        scale = z.square().sum().clamp_min(tiny)
+        fn = fn + a.square().sum() / scale
+        cn = cn + (b - a).square().sum() / scale
+    phi = _phi(cn, fn)
+    return tuple(a + phi * (b - a) for a, b in zip(first, second))
 
 
 def truncate(first: Tensor, second: Tensor) -> Tensor:
@@ -196,9 +221,7 @@ def truncate(first: Tensor, second: Tensor) -> Tensor:
     No host synchronisation: φ is a tensor.
     """
     c = second - first
-    cn, fn = c.square().sum(), first.square().sum()
-    phi = torch.where(cn > fn, fn / cn.clamp_min(torch.finfo(cn.dtype).tiny), torch.ones_like(cn))
-    return first + phi * c
+    return first + _phi(c.square().sum(), first.square().sum()) * c
 
 
 def as_float(t: Tensor | float) -> float:

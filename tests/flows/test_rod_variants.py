@@ -119,8 +119,9 @@ def test_linearised_rate_is_the_series_of_the_log_of_the_one_step_multiplier(nam
     assert abs(rate - math.log(top.real)) <= 1.01 * e ** (order + 1) / (order + 1)
 
 
+@pytest.mark.parametrize("limiter", ["truncate", "truncate_entry"])
 @pytest.mark.parametrize("name", rodflow.OPTIMIZERS)
-def test_truncated_look_behind_keeps_the_top_mode_rate(name):
+def test_truncated_look_behind_keeps_the_top_mode_rate(name, limiter):
     """Along the top (unstable) eigenvector of the one-step multiplier, the look-behind correction is
     −ε²/2 of the mode, smaller than its first-order rate ε: the truncated field is the look-behind's."""
     spec, h, n = _setup(name, 1.05)
@@ -130,7 +131,7 @@ def test_truncated_look_behind_keeps_the_top_mode_rate(name):
     v = torch.tensor(vecs[:, i].real, dtype=torch.float64)
     x = 1e-7 * v / torch.linalg.vector_norm(v)
     e = z[i].real - 1
-    out = _rod_alternating_field(spec, h, n, 2, "truncate")(x)
+    out = _rod_alternating_field(spec, h, n, 2, limiter)(x)
     torch.testing.assert_close(out, (e - e**2 / 2) * x, rtol=1e-4, atol=1e-6 * float(x.abs().max()) * abs(e))
 
 
@@ -154,19 +155,20 @@ def test_truncated_look_behind_rate_of_a_scalar_mode(eps):
     spec = rodflow.optimizer("gd", lr=1.0)
     lam = -eps  # GD on λx²/2 at lr 1: x ↦ (1 − λ)x = (1 + ε)x
     plain = rodflow.stable_flow(spec, lambda th: 0.5 * lam * th @ th, order=2)
-    trunc = rodflow.stable_flow(spec, lambda th: 0.5 * lam * th @ th, order=2, limiter="truncate")
     x = torch.tensor([0.7, -1.3], dtype=torch.float64)
     rate_plain = float(plain.field(0.0, (x,))[0][0] / x[0])
-    rate_trunc = float(trunc.field(0.0, (x,))[0][0] / x[0])
     assert rate_plain == pytest.approx(eps - eps**2 / 2, rel=1e-13, abs=1e-14)
     expected = eps - eps**2 / 2 if abs(eps) <= 2 else eps - 2
-    assert rate_trunc == pytest.approx(expected, rel=1e-13, abs=1e-14)
-    if eps > 2:
-        assert 0 < rate_trunc < eps and rate_plain < 0
+    for limiter in ("truncate", "truncate_entry"):  # one entry: the two limiters agree
+        trunc = rodflow.stable_flow(spec, lambda th: 0.5 * lam * th @ th, order=2, limiter=limiter)
+        rate_trunc = float(trunc.field(0.0, (x,))[0][0] / x[0])
+        assert rate_trunc == pytest.approx(expected, rel=1e-13, abs=1e-14)
+        if eps > 2:
+            assert 0 < rate_trunc < eps and rate_plain < 0
 
 
 def test_truncate_is_per_entry_and_continuous():
-    from rodflow.flows.parts import truncate
+    from rodflow.flows.parts import truncate, truncate_relative
 
     f = torch.tensor([3.0, 4.0], dtype=torch.float64)  # ‖F‖ = 5
     for scale in (0.5, 1.0, 1.0 + 1e-9, 2.0, 10.0):
@@ -175,6 +177,14 @@ def test_truncate_is_per_entry_and_continuous():
         phi = min(1.0, 1.0 / scale**2)
         torch.testing.assert_close(out, f + phi * c, rtol=1e-14, atol=0)
     torch.testing.assert_close(truncate(torch.zeros(2), torch.ones(2)), torch.zeros(2))  # F = 0: no correction
+    # one ratio for the state, entries relative to their own size: y = (W, Δ) with ‖W‖ = 10, ‖Δ‖ = 0.01
+    y = (torch.tensor([6.0, 8.0]), torch.tensor([0.0, 0.01]))
+    first = (torch.tensor([0.1, 0.0]), torch.tensor([0.0, 0.01]))  # relative rates 0.01 and 1
+    corr = (torch.tensor([0.0, 0.0]), torch.tensor([0.03, 0.0]))  # relative 3: φ = (0.01² + 1)/9
+    out = truncate_relative(y, first, tuple(a + c for a, c in zip(first, corr)))
+    phi = (0.01**2 + 1.0) / 9.0
+    for o, a, c in zip(out, first, corr):
+        torch.testing.assert_close(o, a + phi * c)
     with pytest.raises(ValueError, match="limiter"):
         rodflow.rod_flow(rodflow.optimizer("gd", lr=0.1), lambda th: th @ th, limiter="clip")
 
