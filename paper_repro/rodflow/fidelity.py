@@ -56,9 +56,10 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "rod2_3pt": ("rod", {"init": "3pt"}),
     "rod2_floor1e-10": ("rod", {"floor": 1e-10}),
     # the look-behind with its correction truncated where it outgrows the first-order field
-    "stable2t": ("stable", {"order": 2, "limiter": "truncate_entry"}),
-    "rod2t": ("rod", {"limiter": "truncate_entry"}),
-    "rod2r": ("rod", {"limiter": "truncate"}),
+    "stable2t": ("stable", {"order": 2, "limiter": "truncate"}),
+    "rod2t": ("rod", {"limiter": "truncate"}),
+    "rod2r": ("rod", {"limiter": "truncate_relative"}),
+    "rod2_nolimiter": ("rod", {"limiter": None}),
 }
 DEFAULT_VARIANTS = ("stable1", "stable2", "rod1", "rod2", "rod1_legacy")
 OPTIMIZERS = ("gd", "heavy_ball", "nesterov", "scalar_rmsprop", "rmsprop", "scalar_adam", "adam", "scalar_nadam",

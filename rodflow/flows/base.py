@@ -37,10 +37,10 @@ __all__ = ["LIMITERS", "ORDERS", "RATES", "TRANSIENT_STEPS", "Flow", "FlowSoluti
 RATES = ("step", "central")
 #: Orders of the flow: 1 (``dZ/dt = F``) or 2 (the look-behind field ``F(t − ½, Z − ½F)``).
 ORDERS = (1, 2)
-#: Limiters of the look-behind correction (order 2): ``None``, ``"truncate"`` (one ratio for the
-#: state, :func:`~rodflow.flows.parts.truncate_relative`) or ``"truncate_entry"`` (a ratio per
-#: entry, :func:`~rodflow.flows.parts.truncate`).
-LIMITERS = (None, "truncate", "truncate_entry")
+#: Limiters of the look-behind correction (order 2): ``None``, ``"truncate"`` (a ratio per state
+#: entry, :func:`~rodflow.flows.parts.truncate`) or ``"truncate_relative"`` (one ratio for the
+#: state, :func:`~rodflow.flows.parts.truncate_relative`).
+LIMITERS = (None, "truncate", "truncate_relative")
 #: Steps of an adaptive optimizer's start-up transient: with ``v ≈ (1 − β₂)g²`` the first steps
 #: are ≈ lr·sign(g) and the iterates' preconditioned sharpness is far above its threshold (measured
 #: on an MNIST-5k MLP with Adam: 9,540 at step 1, 19 at step 3, 8.5 at step 10, threshold 38), a
@@ -175,7 +175,7 @@ class Flow(ABC):
             raise ValueError("order=2 is the modified equation of the discrete map and needs rate='step'")
         if limiter not in LIMITERS:
             raise ValueError(f"limiter must be one of {LIMITERS}, got {limiter!r}")
-        self.limiter = limiter
+        self.limiter = limiter if order == 2 else None  # the limiter acts on the look-behind only
         self.spec = spec
         self.loss_fn = loss_fn
         self.rate = rate

@@ -177,15 +177,16 @@ def look_behind(f: Callable[[float, Y], Y], t: float, y: Y, *, limiter: str | No
     Its Taylor expansion is ``F − ½(∂_tF + F′F) + O(F³)``, the map's second-order modified
     equation: the time-one flow of ``dZ/dt = F − ½(∂_tF + F′F)`` is ``Z + F + O(F³)``. It needs no
     Hessian-vector product, only a second evaluation of ``F``. ``limiter="truncate"`` limits the
-    correction with :func:`truncate_relative`, ``"truncate_entry"`` with :func:`truncate` per entry.
+    correction of each state entry with :func:`truncate`; ``"truncate_relative"`` with one ratio for
+    the state (:func:`truncate_relative`).
     """
     first = f(t, y)
     second = f(t - 0.5, tuple(a - 0.5 * b for a, b in zip(y, first)))
     if limiter is None:
         return second
-    if limiter == "truncate_entry":
-        return tuple(truncate(a, b) for a, b in zip(first, second))
-    return truncate_relative(y, first, second)
+    if limiter == "truncate_relative":
+        return truncate_relative(y, first, second)
+    return tuple(truncate(a, b) for a, b in zip(first, second))
 
 
 def _phi(cn: Tensor, fn: Tensor) -> Tensor:

@@ -40,7 +40,10 @@ With Δ = μ = 0 the rod flow is the stable flow.
 **Order.** ``order=1`` integrates the increment ``F`` of the rod map (above); ``order=2`` the
 look-behind field ``F(t − ½, Z − ½F(t, Z))``, the rod map's second-order modified equation
 ``F − ½(∂_tF + F′F)``: its linearised top-mode rate is ``ε − ε²/2`` where the map multiplies by
-``1 + ε`` (exact: ``ln(1 + ε)``; first order: ``ε``).
+``1 + ε`` (exact: ``ln(1 + ε)``; first order: ``ε``). ``limiter="truncate"`` (the default; ``None``
+switches it off) keeps the look-behind's correction ``C = F₂ − F`` of each state entry while
+``‖C‖ ≤ ‖F‖`` and scales it by ``‖F‖²/‖C‖²`` beyond: past ε = 2 the look-behind rate turns
+negative, and at a catapult the correction outgrows the field (see ``docs/flows.md``).
 
 **Initial state.** ``init="7pt"`` fits W, Δ (and M, μ) with the seven-point binomial filter,
 which cancels the drift up to degree 5 (``init="3pt"``, the three-point fit, counts the drift's
@@ -110,7 +113,7 @@ class RodFlow(Flow):
 
     def __init__(self, spec: OptimizerSpec, loss_fn: LossFn, *, rate: str = "step", order: int = 2,
                  init: str = "7pt", floor: float | str | None = "roundoff", floor_rate: float | None = None,
-                 limiter: str | None = None):
+                 limiter: str | None = "truncate"):
         super().__init__(spec, loss_fn, rate=rate, order=order, limiter=limiter)
         if floor_rate is None:
             floor_rate = 4.5 * self.order
@@ -254,10 +257,11 @@ class RodFlow(Flow):
 
 def rod_flow(spec: OptimizerSpec, loss_fn: LossFn, *, order: int = 2, init: str = "7pt",
              floor: float | str | None = "roundoff", floor_rate: float | None = None, rate: str = "step",
-             limiter: str | None = None) -> RodFlow:
+             limiter: str | None = "truncate") -> RodFlow:
     """The rod flow of optimizer ``spec`` on ``loss_fn`` (see :class:`RodFlow`).
 
-    Defaults: the look-behind (second-order) field, the seven-point initial fit and the roundoff
+    Defaults: the look-behind (second-order) field with its correction truncated where it outgrows
+    the first-order field (``limiter="truncate"``), the seven-point initial fit and the roundoff
     floor. ``order=1, init="3pt", floor=1e-10`` is the first-order rod of the first release.
     """
     return RodFlow(spec, loss_fn, rate=rate, order=order, init=init, floor=floor, floor_rate=floor_rate,

@@ -119,7 +119,7 @@ def test_linearised_rate_is_the_series_of_the_log_of_the_one_step_multiplier(nam
     assert abs(rate - math.log(top.real)) <= 1.01 * e ** (order + 1) / (order + 1)
 
 
-@pytest.mark.parametrize("limiter", ["truncate", "truncate_entry"])
+@pytest.mark.parametrize("limiter", ["truncate", "truncate_relative"])
 @pytest.mark.parametrize("name", rodflow.OPTIMIZERS)
 def test_truncated_look_behind_keeps_the_top_mode_rate(name, limiter):
     """Along the top (unstable) eigenvector of the one-step multiplier, the look-behind correction is
@@ -159,7 +159,7 @@ def test_truncated_look_behind_rate_of_a_scalar_mode(eps):
     rate_plain = float(plain.field(0.0, (x,))[0][0] / x[0])
     assert rate_plain == pytest.approx(eps - eps**2 / 2, rel=1e-13, abs=1e-14)
     expected = eps - eps**2 / 2 if abs(eps) <= 2 else eps - 2
-    for limiter in ("truncate", "truncate_entry"):  # one entry: the two limiters agree
+    for limiter in ("truncate", "truncate_relative"):  # one entry: the two limiters agree
         trunc = rodflow.stable_flow(spec, lambda th: 0.5 * lam * th @ th, order=2, limiter=limiter)
         rate_trunc = float(trunc.field(0.0, (x,))[0][0] / x[0])
         assert rate_trunc == pytest.approx(expected, rel=1e-13, abs=1e-14)
