@@ -208,9 +208,10 @@ def test_exported_lazily():
 def test_parameter_names_map_onto_each_spec():
     hb = parameters_of(rodflow.optimizer("heavy_ball", lr=0.1, momentum=0.5))
     assert hb["beta1"].get(rodflow.optimizer("heavy_ball", lr=0.1, momentum=0.5)) == 0.5
-    assert set(parameters_of(rodflow.optimizer("adam"))) == {"lr", "beta1", "beta2", "eps"}
-    assert set(parameters_of(rodflow.optimizer("rmsprop"))) == {"lr", "beta2", "alpha", "eps"}
+    assert set(parameters_of(rodflow.optimizer("adam"))) == {"lr", "beta1", "beta2", "eps", "noise"}
+    assert set(parameters_of(rodflow.optimizer("rmsprop"))) == {"lr", "beta2", "alpha", "eps", "noise"}
     assert set(parameters_of(rodflow.optimizer("gd"))) == {"lr"}
+    assert set(parameters_of(rodflow.optimizer("heavy_ball", lr=0.1))) == {"lr", "beta1", "momentum"}
 
 
 # ---------------------------------------------------------------------------- bad input
