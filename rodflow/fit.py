@@ -17,7 +17,11 @@ segment's start. Restarting from the record every K steps keeps each segment sho
 the hyperparameters cannot compound over a long (or chaotic) window into a landscape full of local
 minima, as a single shot would.
 
-**Parametrisation.** The fit runs over ``u = log x`` for positive parameters (``lr``, ``eps``)
+**Gradient noise.** ``fit=("lr", "noise")`` also fits the flows' gradient-noise variance σ² (the
+second moment of a noisy run tracks ``(∇L)² + σ²``; without it an lr-only fit of an adaptive method
+is biased low), started from the moment estimate :func:`noise_estimate` of the record's ``v``.
+
+**Parametrisation.** The fit runs over ``u = log x`` for positive parameters (``lr``, ``eps``, ``noise``)
 and ``u = logit x`` for decays in (0, 1) (``beta1``/``momentum``, ``beta2``/``alpha``); the
 minimiser sees an unconstrained, well-scaled problem and every trial spec is a valid one.
 
@@ -74,7 +78,7 @@ from .optimizers.rmsprop import RMSProp
 from .optimizers.spec import NonFiniteError, OptimizerSpec
 from .trajectory import Trajectory
 
-__all__ = ["FAMILIES", "METHODS", "PARAMETERS", "FitResult", "FitStats", "fit_flow"]
+__all__ = ["FAMILIES", "METHODS", "PARAMETERS", "FitResult", "FitStats", "fit_flow", "noise_estimate"]
 
 #: Flow families that :func:`fit_flow` fits (``"auto"``: both, keeping the better).
 FAMILIES = ("stable", "rod", "auto")
@@ -646,7 +650,13 @@ def fit_flow(
         optimizer: the spec to start from (its other hyperparameters stay fixed), or its name;
             default: the optimizer and hyperparameters in ``trajectory.config``.
         fit: the parameters to fit, among :data:`PARAMETERS` that the spec has (``"beta1"`` is Adam's
-            β₁ or heavy ball's momentum, ``"beta2"`` Adam's β₂ or RMSProp's α).
+            β₁ or heavy ball's momentum, ``"beta2"`` Adam's β₂ or RMSProp's α). ``"noise"`` is the
+            flow's gradient-noise variance σ² (``N⁺ = β₂N + (1 − β₂)(sq(g) + E[sq(z)])``, see
+            :func:`~rodflow.flows.parts.next_n`), a nuisance parameter for optimizers with a second
+            moment, started from :func:`noise_estimate` unless ``start`` gives it: on a mini-batch
+            or noisy run the recorded ``v`` tracks ``(∇L)² + σ²``, and an lr-only fit of Adam or
+            RMSProp comes out low by more than its standard error; fit ``("lr", "noise")`` there
+            (``docs/fitting.md``). A parameter whose effect is lost in roundoff gets ``stderr = inf``.
         window: ``(first, last)`` recorded steps (default: the whole record, after the
             :data:`~rodflow.flows.base.TRANSIENT_STEPS` start-up transient of an adaptive method).
         start: starting values by name (default: the spec's).
@@ -656,7 +666,8 @@ def fit_flow(
             second order; the first-order flow's best lr is biased by O(lr·λ), about 1 % on the
             tests' Adam run).
         ode_method, ode_options: the fixed-step solver of each segment (default ``rk4``, step ½).
-        flow_kwargs: more arguments of the flow's constructor (``init``, ``floor``, ``rate``).
+        flow_kwargs: more arguments of the flow's constructor (``init``, ``floor``, ``rate``, a fixed
+            ``noise``).
         max_iter: cap on the minimiser's evaluations (least squares) or iterations.
         presearch: scan lr at the start × 2^j (:data:`PRESEARCH`) and start the local fit from the best
             (``False``: from ``start`` itself).

@@ -98,6 +98,8 @@ def test_rod_flow_averages_both_ends_and_adds_the_noise():
     ref = 0.5 * (means[0] + means[1])
     se = 0.5 * torch.sqrt(ses[0] ** 2 + ses[1] ** 2)
     assert bool(((n_next - ref).abs() < 4 * se).all()), ((n_next - ref) / se).tolist()
+    n_clean = z.N + rod_flow(spec, loss, order=1, floor=None).increment(float(k), y)[-1]
+    assert bool(((n_clean - ref).abs() > 20 * se).all())
 
 
 @pytest.mark.parametrize("order", [1, 2])
