@@ -220,7 +220,7 @@ def noise_estimate(trajectory: Trajectory, loss_fn: LossFn, spec: OptimizerSpec,
     c = float(spec.noise_moment(1.0, trajectory.theta[i]))  # type: ignore[arg-type]
     r = (q - s).reshape(-1)
     s = s.reshape(-1)
-    floor = 1e-12 * float(s.mean()) / c
+    floor = max(1e-12 * float(s.mean()) / c, torch.finfo(torch.float64).tiny)
     var = max(float(r.mean()) / c, floor)
     for _ in range(50):
         w = 1.0 / (4.0 * s * var + 2.0 * c * var * var)
@@ -271,10 +271,11 @@ class FitResult:
     """A flow fitted to a recorded run (see :func:`fit_flow`).
 
     Attributes:
-        values: fitted hyperparameters, user name → value.
+        values: fitted hyperparameters, user name → value (``noise``: the flow's gradient-noise variance).
         stderr: their standard errors, name → value: the Gauss–Newton curvature with the scores
             clustered by segment (a sandwich, robust to residuals correlated along a segment),
-            delta method to the original parametrisation.
+            delta method to the original parametrisation; ``inf`` for a parameter not identified
+            (its effect on the iterates lost in roundoff, :data:`UNIDENTIFIED`).
         discrepancy: the final relative discrepancy ``D`` (see :mod:`rodflow.fit`).
         curve: ``[n]`` per-step contributions to ``D`` (``curve.sum() == discrepancy``), at :attr:`steps`.
         steps: ``[n]`` the steps of :attr:`curve` (int64).
