@@ -17,7 +17,11 @@ segment's start. Restarting from the record every K steps keeps each segment sho
 the hyperparameters cannot compound over a long (or chaotic) window into a landscape full of local
 minima, as a single shot would.
 
-**Parametrisation.** The fit runs over ``u = log x`` for positive parameters (``lr``, ``eps``)
+**Gradient noise.** ``fit=("lr", "noise")`` also fits the flows' gradient-noise variance σ² (the
+second moment of a noisy run tracks ``(∇L)² + σ²``; without it an lr-only fit of an adaptive method
+is biased low), started from the moment estimate :func:`noise_estimate` of the record's ``v``.
+
+**Parametrisation.** The fit runs over ``u = log x`` for positive parameters (``lr``, ``eps``, ``noise``)
 and ``u = logit x`` for decays in (0, 1) (``beta1``/``momentum``, ``beta2``/``alpha``); the
 minimiser sees an unconstrained, well-scaled problem and every trial spec is a valid one.
 
@@ -74,19 +78,23 @@ from .optimizers.rmsprop import RMSProp
 from .optimizers.spec import NonFiniteError, OptimizerSpec
 from .trajectory import Trajectory
 
-__all__ = ["FAMILIES", "METHODS", "PARAMETERS", "FitResult", "FitStats", "fit_flow"]
+__all__ = ["FAMILIES", "METHODS", "PARAMETERS", "FitResult", "FitStats", "fit_flow", "noise_estimate"]
 
 #: Flow families that :func:`fit_flow` fits (``"auto"``: both, keeping the better).
 FAMILIES = ("stable", "rod", "auto")
 #: Minimisers: scipy's least squares, or gradient methods of :func:`scipy.optimize.minimize`.
 METHODS = ("least_squares", "L-BFGS-B", "BFGS", "CG", "trust-constr", "SLSQP", "TNC")
-#: User-facing parameter names (each mapped onto the spec's own fields, see :func:`parameters_of`).
-PARAMETERS = ("lr", "eps", "beta1", "beta2", "momentum", "alpha")
+#: User-facing parameter names (each mapped onto the spec's own fields, see :func:`parameters_of`;
+#: ``"noise"`` is the flows' gradient-noise variance σ², a nuisance parameter).
+PARAMETERS = ("lr", "eps", "beta1", "beta2", "momentum", "alpha", "noise")
 
 #: Central-difference step in the log/logit parametrisation.
 FD_STEP = 1e-4
 #: Discrepancy charged for a trial whose flow fails (diverges or leaves the solver's range).
 _FAILED = 1e6
+#: Relative Jacobian-column norm below which a fitted parameter counts as not identified (stderr ``inf``):
+#: far above the central differences' roundoff (≈ 10⁻¹² of the residuals' scale at h = 10⁻⁴).
+UNIDENTIFIED = 1e-8
 #: |logit| cap: decays stay strictly inside (0, 1) in float64.
 _LOGIT_CAP = 30.0
 
@@ -94,11 +102,12 @@ _LOGIT_CAP = 30.0
 # ---------------------------------------------------------------------------- parameters
 @dataclass(frozen=True)
 class _Param:
-    """One fitted hyperparameter: its user name, the spec field it sets, and its transform."""
+    """One fitted parameter: its user name, the spec field (or flow argument) it sets, and its transform."""
 
     name: str
-    field: str  # "lr", "eps", "momentum", "alpha", "betas[0]", "betas[1]"
+    field: str  # "lr", "eps", "momentum", "alpha", "betas[0]", "betas[1]"; "noise" (a flow argument)
     transform: str  # "log" or "logit"
+    flow: bool = False  # an argument of the flow (the gradient-noise variance), not a spec field
 
     def get(self, spec: OptimizerSpec) -> float:
         if self.field.startswith("betas["):
@@ -127,8 +136,12 @@ class _Param:
 
 def parameters_of(spec: OptimizerSpec) -> dict[str, _Param]:
     """The fittable parameters of ``spec`` by user name: ``lr`` always; ``eps``, ``beta1``/``beta2``
-    (Adam's ``betas``), ``beta1``/``momentum`` (heavy ball, Nesterov), ``beta2``/``alpha`` (RMSProp)."""
+    (Adam's ``betas``), ``beta1``/``momentum`` (heavy ball, Nesterov), ``beta2``/``alpha`` (RMSProp);
+    ``noise`` (the flows' gradient-noise variance σ², see :func:`~rodflow.flows.parts.next_n`) for
+    every optimizer with a second moment."""
     out = {"lr": _Param("lr", "lr", "log")}
+    if spec.beta2 is not None:
+        out["noise"] = _Param("noise", "noise", "log", flow=True)
     if isinstance(spec, AdamMoments):
         out["beta1"] = _Param("beta1", "betas[0]", "logit")
         out["beta2"] = _Param("beta2", "betas[1]", "logit")
@@ -149,6 +162,9 @@ def _resolve(spec: OptimizerSpec, fit: Any) -> list[_Param]:
     table = parameters_of(spec)
     out: list[_Param] = []
     for name in fit:
+        if name == "noise" and spec.beta2 is None:
+            raise ValueError(f"fit: 'noise' is the gradient-noise variance in a second moment, which {spec.name} "
+                             "lacks (its flow's expected step does not depend on the noise)")
         if not isinstance(name, str) or name not in table:
             raise ValueError(f"fit: unknown parameter {name!r} for {spec.name}; choose from {', '.join(table)}")
         p = table[name]
@@ -163,12 +179,57 @@ def _with(spec: OptimizerSpec, params: Sequence[_Param], values: Sequence[float]
     kwargs: dict[str, Any] = {}
     betas = list(getattr(spec, "betas", ()))
     for p, x in zip(params, values):
+        if p.flow:
+            continue
         if p.field.startswith("betas["):
             betas[int(p.field[6])] = x
             kwargs["betas"] = tuple(betas)
         else:
             kwargs[p.field] = x
     return dataclasses.replace(spec, **kwargs)
+
+
+def _flow_args(params: Sequence[_Param], values: Sequence[float]) -> dict[str, float]:
+    """The fitted flow arguments (``noise``) among ``params``, by name."""
+    return {p.field: x for p, x in zip(params, values) if p.flow}
+
+
+def noise_estimate(trajectory: Trajectory, loss_fn: LossFn, spec: OptimizerSpec, window: tuple[int, int]) -> float:
+    r"""A moment estimate of the gradient-noise variance σ² from the record's second moments.
+
+    The recorded ``v`` inverts the spec's update for the statistic of the gradient actually used,
+    ``q_k = (v_{k+1} − β₂v_k)/(1 − β₂) = sq(∇L(θ_k) + z_k)``; with ``r_k = q_k − sq(∇L(θ_k))``
+    (one loss gradient per step), ``E r = cσ²`` and ``Var r = 4 sq(∇L)σ² + 2cσ⁴`` for Gaussian ``z``
+    (``c = E[sq(z)]/σ²``: 1 per coordinate, ``d`` for ``‖g‖²``). The estimate is the weighted least
+    squares ``σ² = Σ w c r / Σ w c²`` with ``w = 1/Var r``, iterated from the unweighted mean, so that
+    coordinates whose gradient dwarfs the noise (cross term ``2∇L·z``) do not drown those where it
+    does not. It is the start of a fit of ``noise``; a run without noise gives a value near roundoff,
+    floored at ``10⁻¹²`` of the mean ``sq(∇L)/c``.
+    """
+    from .derivatives import gradient
+
+    b2 = spec.beta2
+    if b2 is None or trajectory.v is None:
+        raise ValueError(f"fit: 'noise' needs the recorded second moment v of an adaptive method ({spec.name})")
+    a, b = window
+    i, j = trajectory.index_of(a), trajectory.index_of(b)
+    grad = gradient(loss_fn)
+    v = trajectory.v[i: j + 1].detach().to(torch.float64)
+    q = (v[1:] - b2 * v[:-1]) / (1.0 - b2)
+    s = torch.stack([spec.second_moment(grad(trajectory.theta[k]).detach()) for k in range(i, j)]).to(torch.float64)
+    c = float(spec.noise_moment(1.0, trajectory.theta[i]))  # type: ignore[arg-type]
+    r = (q - s).reshape(-1)
+    s = s.reshape(-1)
+    floor = max(1e-12 * float(s.mean()) / c, torch.finfo(torch.float64).tiny)
+    var = max(float(r.mean()) / c, floor)
+    for _ in range(50):
+        w = 1.0 / (4.0 * s * var + 2.0 * c * var * var)
+        new = max(float((w * r).sum()) / (c * float(w.sum())), floor)
+        done = abs(new - var) <= 1e-6 * var
+        var = new
+        if done:
+            break
+    return var
 
 
 def _guess(trajectory: Trajectory, optimizer: Any) -> OptimizerSpec:
@@ -210,10 +271,11 @@ class FitResult:
     """A flow fitted to a recorded run (see :func:`fit_flow`).
 
     Attributes:
-        values: fitted hyperparameters, user name → value.
+        values: fitted hyperparameters, user name → value (``noise``: the flow's gradient-noise variance).
         stderr: their standard errors, name → value: the Gauss–Newton curvature with the scores
             clustered by segment (a sandwich, robust to residuals correlated along a segment),
-            delta method to the original parametrisation.
+            delta method to the original parametrisation; ``inf`` for a parameter not identified
+            (its effect on the iterates lost in roundoff, :data:`UNIDENTIFIED`).
         discrepancy: the final relative discrepancy ``D`` (see :mod:`rodflow.fit`).
         curve: ``[n]`` per-step contributions to ``D`` (``curve.sum() == discrepancy``), at :attr:`steps`.
         steps: ``[n]`` the steps of :attr:`curve` (int64).
@@ -308,7 +370,8 @@ class FitResult:
 class _Objective:
     """Residuals ``r(u) = (θ̂ − θ)/√S`` of the multiple-shooting fit, with a cache and work counters."""
 
-    def __init__(self, trajectory: Trajectory, make_flow: Callable[[OptimizerSpec], Flow], spec: OptimizerSpec,
+    def __init__(self, trajectory: Trajectory, make_flow: Callable[[OptimizerSpec, dict[str, float]], Flow],
+                 spec: OptimizerSpec,
                  params: list[_Param], window: tuple[int, int], segment: int, solve_kwargs: dict[str, Any]):
         self.trajectory = trajectory
         self.make_flow = make_flow
@@ -344,7 +407,8 @@ class _Objective:
         if key in self.cache:
             return self.cache[key]
         self.stats.function_evals += 1
-        flow = self.make_flow(_with(self.spec, self.params, self.values(u)))
+        vals = self.values(u)
+        flow = self.make_flow(_with(self.spec, self.params, vals), _flow_args(self.params, vals))
         sols, res = [], []
         try:
             for s, n, target in zip(self.starts, self.lengths, self.targets):
@@ -434,9 +498,18 @@ def _covariances(obj: _Objective, params: list[_Param], values: list[float], u: 
     inverse curvature of ``D/2``): i.i.d. ``Cov(u) = σ²B`` with ``σ² = ‖r‖²/(n − p)``; clustered
     ``Cov(u) = B (Σ_j s_j s_jᵀ) B · S/(S − p)`` with the score ``s_j = J_jᵀ r_j`` of segment ``j``
     of ``S``. Both are mapped to the original parameters by the delta method, ``diag(dx/du)``.
+    A parameter whose Jacobian column is below :data:`UNIDENTIFIED` of the largest (its effect on
+    the iterates lost in roundoff, e.g. a noise variance driven to 0) is not identified at the fit:
+    its variance is ``inf`` and the others' are those with it held fixed.
     """
-    jac = obj.jacobian(u)
-    p = len(params)
+    full = obj.jacobian(u)
+    norms = np.linalg.norm(full, axis=0)
+    keep = norms > UNIDENTIFIED * norms.max()
+    if not keep.any():
+        nothing = np.full((len(params), len(params)), np.inf)
+        return nothing, nothing.copy()
+    jac = full[:, keep]
+    p = int(keep.sum())
     bread = np.linalg.pinv(jac.T @ jac)
     cov_iid = float(r @ r) / max(r.size - p, 1) * bread
     d = obj.targets[0].shape[1]
@@ -449,13 +522,21 @@ def _covariances(obj: _Objective, params: list[_Param], values: list[float], u: 
     n_seg = len(scores)
     meat = sc.T @ sc * (n_seg / max(n_seg - p, 1))
     cov = bread @ meat @ bread
-    dx = np.array([q.jacobian(x) for q, x in zip(params, values)])
+    dx = np.array([q.jacobian(x) for q, x in zip(params, values)])[keep]
     scale = np.outer(dx, dx)
-    return cov * scale, cov_iid * scale
+    out = []
+    for c in (cov * scale, cov_iid * scale):
+        m = np.zeros((len(params), len(params)))
+        m[np.ix_(keep, keep)] = c
+        m[~keep, :] = m[:, ~keep] = np.nan
+        m[~keep, ~keep] = np.inf
+        out.append(m)
+    return out[0], out[1]
 
 
 def _se(names: list[str], cov: np.ndarray) -> dict[str, float]:
-    return {n: float(math.sqrt(max(cov[i, i], 0.0))) for i, n in enumerate(names)}
+    return {n: math.inf if cov[i, i] == math.inf else float(math.sqrt(max(cov[i, i], 0.0)))
+            for i, n in enumerate(names)}
 
 
 #: The coarse scan of lr before the local fit: the start times 2^j for these j.
@@ -489,11 +570,11 @@ def _fit_one(trajectory: Trajectory, loss_fn: LossFn, family: str, spec: Optimiz
     from scipy.optimize import least_squares, minimize
 
     cls: type[Flow] = StableFlow if family == "stable" else RodFlow
-    kw = dict(flow_kwargs)
+    kw: dict[str, Any] = dict(flow_kwargs)
     kw["order"] = 2 if order is None else order
 
-    def make_flow(s: OptimizerSpec) -> Flow:
-        return cls(s, loss_fn, **kw)
+    def make_flow(s: OptimizerSpec, extra: dict[str, float]) -> Flow:
+        return cls(s, loss_fn, **{**kw, **extra})
 
     obj = _Objective(trajectory, make_flow, spec, params, window, segment, solve_kwargs)
     start = u0
@@ -533,7 +614,8 @@ def _fit_one(trajectory: Trajectory, loss_fn: LossFn, family: str, spec: Optimiz
                      config={"family": family, "optimizer": spec.name, "fit": names, "window": window,
                              "segment": segment, "method": method, "order": kw["order"],
                              "flow_kwargs": dict(flow_kwargs), "solve": dict(solve_kwargs), "tol": tol,
-                             "max_iter": max_iter, "fixed": final.hyperparameters()})
+                             "max_iter": max_iter, "fixed": final.hyperparameters(),
+                             "flow_args": _flow_args(params, values)})
 
 
 def fit_flow(
@@ -569,7 +651,13 @@ def fit_flow(
         optimizer: the spec to start from (its other hyperparameters stay fixed), or its name;
             default: the optimizer and hyperparameters in ``trajectory.config``.
         fit: the parameters to fit, among :data:`PARAMETERS` that the spec has (``"beta1"`` is Adam's
-            β₁ or heavy ball's momentum, ``"beta2"`` Adam's β₂ or RMSProp's α).
+            β₁ or heavy ball's momentum, ``"beta2"`` Adam's β₂ or RMSProp's α). ``"noise"`` is the
+            flow's gradient-noise variance σ² (``N⁺ = β₂N + (1 − β₂)(sq(g) + E[sq(z)])``, see
+            :func:`~rodflow.flows.parts.next_n`), a nuisance parameter for optimizers with a second
+            moment, started from :func:`noise_estimate` unless ``start`` gives it: on a mini-batch
+            or noisy run the recorded ``v`` tracks ``(∇L)² + σ²``, and an lr-only fit of Adam or
+            RMSProp comes out low by more than its standard error; fit ``("lr", "noise")`` there
+            (``docs/fitting.md``). A parameter whose effect is lost in roundoff gets ``stderr = inf``.
         window: ``(first, last)`` recorded steps (default: the whole record, after the
             :data:`~rodflow.flows.base.TRANSIENT_STEPS` start-up transient of an adaptive method).
         start: starting values by name (default: the spec's).
@@ -579,7 +667,8 @@ def fit_flow(
             second order; the first-order flow's best lr is biased by O(lr·λ), about 1 % on the
             tests' Adam run).
         ode_method, ode_options: the fixed-step solver of each segment (default ``rk4``, step ½).
-        flow_kwargs: more arguments of the flow's constructor (``init``, ``floor``, ``rate``).
+        flow_kwargs: more arguments of the flow's constructor (``init``, ``floor``, ``rate``, a fixed
+            ``noise``).
         max_iter: cap on the minimiser's evaluations (least squares) or iterations.
         presearch: scan lr at the start × 2^j (:data:`PRESEARCH`) and start the local fit from the best
             (``False``: from ``start`` itself).
@@ -599,22 +688,30 @@ def fit_flow(
         raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
     spec = _guess(trajectory, optimizer)
     params = _resolve(spec, fit)
-    init = {p.name: p.get(spec) for p in params}
+    flow_kwargs = dict(flow_kwargs or {})
+    clash = sorted(p.field for p in params if p.flow and p.field in flow_kwargs)
+    if clash:
+        raise ValueError(f"flow_kwargs: {', '.join(map(repr, clash))} is fitted; give its starting value in start=")
+    need = 7 if family != "stable" else 2
+    win = _window(trajectory, window, spec, need)
+    init = {p.name: p.get(spec) for p in params if not p.flow}
     if start is not None:
         if not isinstance(start, Mapping):
             raise TypeError(f"start must be a mapping name → value, got {type(start).__name__}")
-        unknown = set(start) - set(init)
+        names = tuple(p.name for p in params)
+        unknown = set(start) - set(names)
         if unknown:
             raise ValueError(f"start: {', '.join(sorted(map(repr, unknown)))} not among the fitted parameters "
-                             f"{tuple(init)}")
+                             f"{names}")
         init.update({k: float(v) for k, v in start.items()})
+    if "noise" in [p.name for p in params] and "noise" not in init:
+        init["noise"] = noise_estimate(trajectory, loss_fn, _with(spec, params, [init.get(p.name, 0.0) for p in params]),
+                                       win)
     u0 = np.array([p.to_u(init[p.name]) for p in params], dtype=np.float64)
-    need = 7 if family != "stable" else 2
-    win = _window(trajectory, window, spec, need)
     solve_kwargs = {"method": ode_method, "options": {"step_size": 0.5} if ode_options is None else dict(ode_options)}
     families = ("stable", "rod") if family == "auto" else (family,)
     results = [_fit_one(trajectory, loss_fn, fam, spec, params, u0, win, segment, method, order, solve_kwargs,
-                        dict(flow_kwargs or {}), max_iter, tol, presearch) for fam in families]
+                        flow_kwargs, max_iter, tol, presearch) for fam in families]
     best = min(results, key=lambda r: r.discrepancy)
     best.candidates = {r.family: r.discrepancy for r in results}
     return best

@@ -18,6 +18,7 @@ import operator
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Any
 
 import torch
@@ -29,7 +30,8 @@ from ..optimizers.spec import OptimizerSpec
 from ..trajectory import PhaseSeries, Trajectory
 from .parts import as_float, look_behind
 
-__all__ = ["LIMITERS", "ORDERS", "RATES", "TRANSIENT_STEPS", "Flow", "FlowSolution", "TransientWarning"]
+__all__ = ["LIMITERS", "ORDERS", "RATES", "TRANSIENT_STEPS", "Flow", "FlowSolution", "TransientWarning",
+           "check_noise"]
 
 #: Relaxation rates of the moments' centres: ``Ṁ = κ(M⁺ − M)`` with κ = 1 (``"step"``: the flow's
 #: Euler step of size 1 is the discrete EMA, ``Ṁ = a g − (1 − β)M``) or κ = 1/β (``"central"``,
@@ -73,6 +75,40 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 Y = tuple[Tensor, ...]
+
+
+def check_noise(noise: Any, spec: OptimizerSpec) -> float | Tensor | None:
+    """Validate a gradient-noise variance σ² (a number, or a 0-d or ``[d]`` tensor per coordinate).
+
+    ``None`` is no noise term. It must be finite and non-negative, and only optimizers with a
+    second moment have a place for it (:func:`~rodflow.flows.parts.next_n`); otherwise ``ValueError``
+    naming ``noise``.
+    """
+    if noise is None:
+        return None
+    if isinstance(noise, bool) or not isinstance(noise, Real | Tensor):
+        raise TypeError(f"noise must be a number or a tensor of per-coordinate variances, got {type(noise).__name__}")
+    if isinstance(noise, Tensor):
+        if noise.ndim > 1 or not noise.is_floating_point():
+            raise ValueError(f"noise: a tensor of variances must be a 0-d or flat floating-point tensor, got "
+                             f"shape {tuple(noise.shape)} and dtype {noise.dtype}")
+        if not bool(torch.isfinite(noise).all()) or bool((noise < 0).any()):
+            raise ValueError("noise: the gradient-noise variances must be finite and non-negative")
+        noise = noise.detach()
+    else:
+        noise = float(noise)
+        if not (math.isfinite(noise) and noise >= 0):
+            raise ValueError(f"noise: the gradient-noise variance must be finite and non-negative, got {noise!r}")
+    if spec.beta2 is None:
+        raise ValueError(f"noise: {spec.name} has no second moment, so a gradient-noise variance has no place in its "
+                         "flow (its expected step is the noiseless one); leave noise=None")
+    return noise
+
+
+def _noise_config(noise: float | Tensor | None) -> float | list[float] | None:
+    if isinstance(noise, Tensor):
+        return noise.item() if noise.ndim == 0 else noise.tolist()
+    return noise
 
 
 @dataclass
@@ -162,7 +198,7 @@ class Flow(ABC):
     kind: str
 
     def __init__(self, spec: OptimizerSpec, loss_fn: LossFn, *, rate: str = "step", order: int = 1,
-                 limiter: str | None = None):
+                 limiter: str | None = None, noise: float | Tensor | None = None):
         if not isinstance(spec, OptimizerSpec):
             raise TypeError(f"spec must be an OptimizerSpec (see rodflow.optimizer), got {type(spec).__name__}")
         if not callable(loss_fn):
@@ -177,6 +213,7 @@ class Flow(ABC):
             raise ValueError(f"limiter must be one of {LIMITERS}, got {limiter!r}")
         self.limiter = limiter if order == 2 else None  # the limiter acts on the look-behind only
         self.spec = spec
+        self.noise = check_noise(noise, spec)
         self.loss_fn = loss_fn
         self.rate = rate
         self.order = int(order)
@@ -351,6 +388,8 @@ class Flow(ABC):
                           f"transient (v ≈ (1 − β₂)g², preconditioned sharpness far above its threshold), which no flow "
                           f"follows; start at step ≥ {TRANSIENT_STEPS}", TransientWarning, stacklevel=2)
         y0 = self.initial(trajectory, step=start, **(initial_kwargs or {}))
+        if isinstance(self.noise, Tensor) and self.noise.ndim == 1 and self.noise.shape != y0[0].shape:
+            raise ValueError(f"noise: {self.noise.numel()} per-coordinate variances for {y0[0].numel()} parameters")
         dtype = y0[0].dtype
         t = torch.arange(start, start + steps + 1, dtype=dtype, device=y0[0].device)
         self.nfe_grad = 0
@@ -365,7 +404,8 @@ class Flow(ABC):
         config = {"flow": self.kind, "optimizer": self.spec.name, "hyperparameters": self.spec.hyperparameters(),
                   "rate": self.rate, "order": self.order,
                   "limiter": self.limiter, "start": start, "steps": steps, "method": method, "rtol": rtol,
-                  "atol": atol, "options": dict(options or {}), "grad_evals": self.nfe_grad}
+                  "atol": atol, "options": dict(options or {}), "grad_evals": self.nfe_grad,
+                  "noise": _noise_config(self.noise)}
         config.update(self._extra_config())
         sol = FlowSolution(t=steps_t, theta=theta, centre=pred["centre"], delta=pred["delta"],  # type: ignore[arg-type]
                            m=pred["m"], v=pred["v"], loss=loss, stats=res.stats, kind=self.kind, config=config, flow=self)

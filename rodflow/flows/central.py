@@ -85,6 +85,7 @@ from ..optimizers.spec import OptimizerSpec
 from ..sharpness import DENSE_MAX_DIM, sharpness
 from ..trajectory import Trajectory
 from .base import Flow, FlowSolution, Y, _three_point
+from .parts import next_n
 
 __all__ = ["CENTRAL_OPTIMIZERS", "CentralFlow", "central_flow", "solve_sdcp", "third_derivatives"]
 
@@ -238,14 +239,17 @@ class CentralFlow(Flow):
             1e-10 stayed within 2e-8 of the dense solve (at 1e-7: 4e-3, the flow amplifies
             eigenvector errors), LOBPCG at 1e-6 within 6e-5, at 1.3× fewer HVPs but 1.8× the time.
         rate: ``"central"`` (κ = 1/β₂, the paper's) or ``"step"`` (κ = 1) for ν.
+        noise: gradient-noise variance σ² of the run (RMSProp only): ``ν̇`` gets ``+ κ(1 − β₂)E[sq(z)]``
+            (:func:`~rodflow.flows.parts.next_n`).
     """
 
     kind = "central"
 
     def __init__(self, spec: OptimizerSpec, loss_fn: LossFn, *, k: int = 3, substeps: int = 4,
                  horizon: float | None = None, margin: float = 0.1, eig_method: str = "auto",
-                 eig_tol: float | None = None, adaptive_k: bool = True, rate: str = "central"):
-        super().__init__(spec, loss_fn, rate=rate)
+                 eig_tol: float | None = None, adaptive_k: bool = True, rate: str = "central",
+                 noise: float | Tensor | None = None):
+        super().__init__(spec, loss_fn, rate=rate, noise=noise)
         if spec.name not in CENTRAL_OPTIMIZERS:
             raise ValueError(f"spec: no central flow is defined for {spec.name!r}; central flows exist for "
                              f"{', '.join(CENTRAL_OPTIMIZERS)} (preconditioned GD) and none for momentum methods: "
@@ -345,7 +349,8 @@ class CentralFlow(Flow):
             b2 = s.beta2
             assert b2 is not None
             kappa = self._relax(b2) * (1.0 - b2)
-            dv0 = kappa * (s.second_moment(g) - v)
+            # κ(1 − β₂)(sq(g) + E[sq(z)] − ν): the EMA's increment N⁺ − N, noise term included
+            dv0 = self._relax(b2) * (next_n(s, v, s.second_moment(g), g, self.noise) - v)
             pu = tau * p * ua  # [a, d]: Hu on the critical subspace
             dv_x = torch.stack([torch.stack([kappa * self._cross(pu[i], pu[j]) for j in range(a)])
                                 for i in range(a)]) if a else None

@@ -8,7 +8,8 @@ variant (first order, look-behind, roundoff floor):
 1. :func:`rod_gradients` — ``g± = ∇L(W ± Δ)``, ``ḡ = (g₊ + g₋)/2``, ``g̃ = (g₊ − g₋)/2`` and
    ``sq̄ = ½[sq(g₊) + sq(g₋)]``; for a rod narrower than the rounding of ``W`` the linear response
    ``ḡ = ∇L(W)``, ``g̃ = ∇²L(W)Δ`` (one Hessian-vector product), ``sq̄ = sq(ḡ) + sq(g̃)``;
-2. :func:`rod_moments` — ``M⁺ = βM + aḡ``, ``μ⁺ = −βμ − a g̃``, ``N⁺ = β₂N + (1 − β₂)sq̄``;
+2. :func:`rod_moments` — ``M⁺ = βM + aḡ``, ``μ⁺ = −βμ − a g̃``, ``N⁺ = β₂N + (1 − β₂)sq̄``
+   (with gradient noise of variance σ², ``sq̄ + E[sq(z)]``: see :func:`next_n`);
 3. :func:`rod_step_sizes` — ``D̄, D̃ = ½[D(M⁺ − μ⁺, N⁺) ± D(M⁺ + μ⁺, N⁺)]`` (D̃ = 0 unless the step
    size depends on the moment);
 4. :func:`rod_increment` — the one-step increment ``F = Z' − Z`` of the rod map:
@@ -16,7 +17,8 @@ variant (first order, look-behind, roundoff floor):
    ``Ū = u(M⁺, ḡ)``, ``Ũ = u(−μ⁺, g̃)``.
 
 The stable flow uses :func:`stable_moments` and :func:`stable_increment` (the rod's parts at
-Δ = μ = 0). :func:`look_behind` turns any one-step increment ``F`` into the second-order field
+Δ = μ = 0). Both build ``N⁺`` with :func:`next_n`, the one place where a gradient-noise variance
+enters. :func:`look_behind` turns any one-step increment ``F`` into the second-order field
 ``F(t − ½, Z − ½F(t, Z))``.
 """
 
@@ -30,8 +32,9 @@ from torch import Tensor
 
 from ..optimizers.spec import OptimizerSpec
 
-__all__ = ["Moments", "RodGradients", "RodState", "StableState", "StepSizes", "look_behind", "pack",
-           "rod_gradients", "rod_increment", "rod_moments", "rod_step_sizes", "stable_increment", "stable_moments", "truncate", "truncate_relative",
+__all__ = ["Moments", "RodGradients", "RodState", "StableState", "StepSizes", "look_behind", "next_n", "pack",
+           "rod_gradients", "rod_increment", "rod_moments", "rod_step_sizes", "stable_increment", "stable_moments",
+           "truncate", "truncate_relative",
            "unpack"]
 
 Y = tuple[Tensor, ...]
@@ -116,15 +119,29 @@ def _n(n: Tensor | None) -> Tensor | None:
     return None if n is None else n.clamp_min(0.0)
 
 
-def rod_moments(spec: OptimizerSpec, z: RodState, grads: RodGradients) -> Moments:
-    """Part 2: ``M⁺ = βM + aḡ``, ``μ⁺ = −βμ − a g̃``, ``N⁺ = β₂N + (1 − β₂)sq̄``."""
+def next_n(spec: OptimizerSpec, n: Tensor, sq: Tensor, like: Tensor, noise: float | Tensor | None = None) -> Tensor:
+    r"""``N⁺ = β₂N + (1 − β₂)(sq + E[sq(z)])``: the second moment's update, in expectation over gradient noise.
+
+    A run whose gradients are ``∇L + z``, ``z ~ N(0, σ²I)`` fresh each step, has ``E[sq(∇L + z)] =
+    sq(∇L) + E[sq(z)]`` (:meth:`~rodflow.optimizers.spec.OptimizerSpec.noise_moment`: σ² per
+    coordinate, ``d·σ²`` for ``‖g‖²``); the flow, driven by the noiseless ∇L, tracks that mean with
+    ``noise = σ²`` (``None``: no noise term). ``like`` is a gradient, for the shape.
+    """
+    if noise is not None:
+        sq = sq + spec.noise_moment(noise, like)
+    return spec.next_v(n, sq)
+
+
+def rod_moments(spec: OptimizerSpec, z: RodState, grads: RodGradients, noise: float | Tensor | None = None
+                ) -> Moments:
+    """Part 2: ``M⁺ = βM + aḡ``, ``μ⁺ = −βμ − a g̃``, ``N⁺ = β₂N + (1 − β₂)(sq̄ + E[sq(z)])`` (:func:`next_n`)."""
     mp = mup = None
     if z.M is not None:
         assert z.mu is not None
         mp = spec.next_m(z.M, grads.gbar)
         mup = -spec.beta * z.mu - spec.moment_coef * grads.gtil
     n = _n(z.N)
-    np_ = None if n is None else spec.next_v(n, grads.sq)  # type: ignore[arg-type]
+    np_ = None if n is None else next_n(spec, n, grads.sq, grads.gbar, noise)  # type: ignore[arg-type]
     return Moments(mp, mup, np_)
 
 
@@ -155,11 +172,11 @@ def rod_increment(spec: OptimizerSpec, z: RodState, grads: RodGradients, mom: Mo
     return RodState(dw, ddelta, dm, dmu, dn)
 
 
-def stable_moments(spec: OptimizerSpec, z: StableState, g: Tensor) -> Moments:
-    """``M⁺ = βM + a g``, ``N⁺ = β₂N + (1 − β₂) sq(g)`` (μ⁺ is absent)."""
+def stable_moments(spec: OptimizerSpec, z: StableState, g: Tensor, noise: float | Tensor | None = None) -> Moments:
+    """``M⁺ = βM + a g``, ``N⁺ = β₂N + (1 − β₂)(sq(g) + E[sq(z)])`` (:func:`next_n`; μ⁺ is absent)."""
     mp = spec.next_m(z.M, g) if z.M is not None else None
     n = _n(z.N)
-    np_ = spec.next_v(n, spec.second_moment(g)) if n is not None else None
+    np_ = next_n(spec, n, spec.second_moment(g), g, noise) if n is not None else None
     return Moments(mp, None, np_)
 
 

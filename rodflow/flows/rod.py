@@ -15,12 +15,13 @@ and differenced (u is linear in (m, g); N is smooth), gives the *rod map*
 .. math::
 
     M^+ = \beta M + a\bar g,\quad \mu^+ = -\beta\mu - a\tilde g,\quad
-    N^+ = \beta_2 N + (1-\beta_2)\tfrac12[\mathrm{sq}(g_+) + \mathrm{sq}(g_-)],
+    N^+ = \beta_2 N + (1-\beta_2)\big(\tfrac12[\mathrm{sq}(g_+) + \mathrm{sq}(g_-)] + \sigma^2\big),
 
     W' = W - D\,u(M^+, \bar g),\qquad \Delta' = -\Delta + D\,u(-\mu^+, \tilde g),
     \qquad D = D(M^+, N^+, t+1),
 
-(when the step size depends on the moment, as VRAdam's does, the even and odd steps use
+(σ² = 0 unless ``noise = σ²`` models gradient noise in the run; the scalar variants add
+``d·σ²``) (when the step size depends on the moment, as VRAdam's does, the even and odd steps use
 ``D_e = D(M⁺ − μ⁺)`` and ``D_o = D(M⁺ + μ⁺)``; with ``D̄, D̃ = (D_e ± D_o)/2`` the map becomes
 ``W' = W − D̄Ū − D̃Ũ``, ``Δ' = −Δ + D̄Ũ + D̃Ū``, and D̃ = 0 recovers the above),
 and the rod flow is this map read as an Euler step of size 1 (the "post-update" form):
@@ -113,8 +114,8 @@ class RodFlow(Flow):
 
     def __init__(self, spec: OptimizerSpec, loss_fn: LossFn, *, rate: str = "step", order: int = 2,
                  init: str = "7pt", floor: float | str | None = "roundoff", floor_rate: float | None = None,
-                 limiter: str | None = "truncate"):
-        super().__init__(spec, loss_fn, rate=rate, order=order, limiter=limiter)
+                 limiter: str | None = "truncate", noise: float | Tensor | None = None):
+        super().__init__(spec, loss_fn, rate=rate, order=order, limiter=limiter, noise=noise)
         if floor_rate is None:
             floor_rate = 4.5 * self.order
         if floor != "roundoff" and floor is not None and not (
@@ -169,7 +170,7 @@ class RodFlow(Flow):
         z = self.state(y)
         tn = t + 1.0
         grads = self.gradients(z.W, z.Delta)
-        mom = rod_moments(s, z, grads)
+        mom = rod_moments(s, z, grads, self.noise)
         f = rod_increment(s, z, grads, mom, rod_step_sizes(s, mom, tn), tn)
         return pack(self._relaxed(f))
 
@@ -257,12 +258,14 @@ class RodFlow(Flow):
 
 def rod_flow(spec: OptimizerSpec, loss_fn: LossFn, *, order: int = 2, init: str = "7pt",
              floor: float | str | None = "roundoff", floor_rate: float | None = None, rate: str = "step",
-             limiter: str | None = "truncate") -> RodFlow:
+             limiter: str | None = "truncate", noise: float | Tensor | None = None) -> RodFlow:
     """The rod flow of optimizer ``spec`` on ``loss_fn`` (see :class:`RodFlow`).
 
     Defaults: the look-behind (second-order) field with its correction truncated where it outgrows
     the first-order field (``limiter="truncate"``), the seven-point initial fit and the roundoff
     floor. ``order=1, init="3pt", floor=1e-10`` is the first-order rod of the first release.
+    ``noise``: the gradient-noise variance σ² (see :func:`~rodflow.flows.stable.stable_flow`);
+    ``N⁺ = β₂N + (1 − β₂)(½[sq(g₊) + sq(g₋)] + E[sq(z)])``.
     """
     return RodFlow(spec, loss_fn, rate=rate, order=order, init=init, floor=floor, floor_rate=floor_rate,
-                   limiter=limiter)
+                   limiter=limiter, noise=noise)

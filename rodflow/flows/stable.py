@@ -10,7 +10,8 @@ With ``M⁺ = βM + a g``, ``N⁺ = β₂N + (1 − β₂) sq(g)``, ``g = ∇L(W
 where κ = 1 (``rate="step"``: ``Ṁ = a g − (1 − β)M``) or κ = 1/β (``rate="central"``; see
 :data:`~rodflow.flows.base.RATES`). E.g. heavy
 ball ``Ẇ = −η(βM + g)``, Adam ``Ẇ = −η(βM + (1 − β)g)/((√N̂⁺ + ε)(1 − β₁^{t+1}))``, RMSProp
-``Ẇ = −η g/(√N̂⁺ + ε)``. With ``rate="step"`` one Euler step of size 1 *is* the discrete map,
+``Ẇ = −η g/(√N̂⁺ + ε)``. With ``noise = σ²`` (gradient noise ``z ~ N(0, σ²I)`` in the run)
+``sq(g)`` becomes its expectation ``E[sq(g + z)] = sq(g) + E[sq(z)]`` (σ² per coordinate). With ``rate="step"`` one Euler step of size 1 *is* the discrete map,
 so the flow is the discrete map's first-order continuous-time model; it cannot oscillate and
 so misses the edge of stability (the rod flow captures it). ``order=2`` integrates the
 look-behind field ``F(t − ½, Z − ½F(t, Z))`` of the map's increment ``F`` (for GD:
@@ -42,8 +43,8 @@ class StableFlow(Flow):
     kind = "stable"
 
     def __init__(self, spec: OptimizerSpec, loss_fn: LossFn, *, rate: str = "step", order: int = 1,
-                 init: str = "state", limiter: str | None = None):
-        super().__init__(spec, loss_fn, rate=rate, order=order, limiter=limiter)
+                 init: str = "state", limiter: str | None = None, noise: float | Tensor | None = None):
+        super().__init__(spec, loss_fn, rate=rate, order=order, limiter=limiter, noise=noise)
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         self.init = init
@@ -67,7 +68,7 @@ class StableFlow(Flow):
         z = self.state(y)
         tn = t + 1.0
         g = self._g(z.W)
-        f = stable_increment(s, z, g, stable_moments(s, z, g), tn)
+        f = stable_increment(s, z, g, stable_moments(s, z, g, self.noise), tn)
         return pack(self._relaxed(f))
 
     def initial(self, trajectory: Trajectory, step: int = 0, *, centred: bool = False) -> Y:
@@ -103,6 +104,12 @@ class StableFlow(Flow):
 
 
 def stable_flow(spec: OptimizerSpec, loss_fn: LossFn, *, rate: str = "step", order: int = 1, init: str = "state",
-                **kwargs: Any) -> StableFlow:
-    """The stable flow of optimizer ``spec`` on ``loss_fn`` (see :class:`StableFlow`)."""
-    return StableFlow(spec, loss_fn, rate=rate, order=order, init=init, **kwargs)
+                noise: float | Tensor | None = None, **kwargs: Any) -> StableFlow:
+    """The stable flow of optimizer ``spec`` on ``loss_fn`` (see :class:`StableFlow`).
+
+    ``noise``: the variance σ² of isotropic gradient noise in the run the flow models (mini-batch
+    or injected), or per-coordinate variances; the second moment then tracks its expectation,
+    ``N⁺ = β₂N + (1 − β₂)(sq(g) + E[sq(z)])`` (:func:`~rodflow.flows.parts.next_n`). Only for
+    optimizers with a second moment.
+    """
+    return StableFlow(spec, loss_fn, rate=rate, order=order, init=init, noise=noise, **kwargs)

@@ -163,6 +163,18 @@ class OptimizerSpec(ABC):
         """``sq(g)``: ``g ⊙ g``, or ``‖g‖²`` (a 0-d tensor) for the scalar variants."""
         return g.square().sum() if self.scalar else g * g
 
+    def noise_moment(self, noise: float | Tensor, g: Tensor) -> Tensor | float:
+        """``E[sq(z)]`` for gradient noise ``z ~ N(0, diag(σ²))`` shaped like ``g``, ``noise = σ²``.
+
+        ``sq`` is quadratic and ``E z = 0``, so ``E[sq(g + z)] = sq(g) + E[sq(z)]``: ``σ²`` per
+        coordinate, ``Σ_i σ_i²`` (``d·σ²`` for a number) for the scalar variants' ``‖g‖²``.
+        """
+        if not self.scalar:
+            return noise
+        if isinstance(noise, Tensor) and noise.ndim > 0:
+            return noise.sum()
+        return noise * g.numel()
+
     @abstractmethod
     def step_size(self, m: Tensor | None, v: Tensor | None, t: float) -> Tensor | float:
         """``D(m, v, t)``: the per-coordinate (or scalar) step size applied to the direction."""
