@@ -13,6 +13,7 @@ per vector through that graph (:class:`HessianOperator` reuses it for every prod
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -27,10 +28,10 @@ from .optimizers.spec import OptimizerSpec
 from .phase import PhaseState
 
 __all__ = ["METHODS", "HessianOperator", "SharpnessResult", "SharpnessTracker", "hvp", "preconditioned_sharpness",
-           "sharpness"]
+           "sharpness", "solve"]
 
 #: Eigensolvers accepted by :func:`sharpness`.
-METHODS = ("auto", "dense", "lanczos", "lobpcg", "power")
+METHODS = ("auto", "dense", "krylov", "lanczos", "lobpcg", "power")
 #: Largest dimension for which ``method="auto"`` builds the full Hessian. Measured here (one
 #: thread, batched HVPs) on digits MLPs: at d = 310 the full Hessian took 0.34 s against 0.02 s
 #: (21 HVPs) for Lanczos to the same digits; at d = 1210, 0.46 s against 0.02 s; at d = 2410,
@@ -61,18 +62,28 @@ class HessianOperator:
             if not isinstance(loss, Tensor) or loss.numel() != 1:
                 raise ValueError("loss_fn must return a scalar tensor")
             (self.grad,) = torch.autograd.grad(loss.reshape(()), self.theta, create_graph=True)
-        self.scale: Tensor | None = None
-        if preconditioner is not None:
-            p = torch.as_tensor(preconditioner, dtype=theta.dtype, device=theta.device)
-            if p.shape != theta.shape:
-                raise ValueError(f"preconditioner must have the shape of theta {tuple(theta.shape)}, "
-                                 f"got {tuple(p.shape)}")
-            if not bool((p > 0).all()) or not bool(torch.isfinite(p).all()):
-                raise ValueError("preconditioner must be positive and finite")
-            self.scale = p.rsqrt()
+        self.loss = loss.detach().reshape(())
+        self.scale = None if preconditioner is None else self._scale_of(preconditioner)
         self.dim = theta.numel()
         self.batched = batched
         self.n_hvp = 0
+
+    def _scale_of(self, preconditioner: Tensor) -> Tensor:
+        """S = P^{-1/2}, after checking P."""
+        p = torch.as_tensor(preconditioner, dtype=self.theta.dtype, device=self.theta.device)
+        if p.shape != self.theta.shape:
+            raise ValueError(f"preconditioner must have the shape of theta {tuple(self.theta.shape)}, "
+                             f"got {tuple(p.shape)}")
+        if not bool((p > 0).all()) or not bool(torch.isfinite(p).all()):
+            raise ValueError("preconditioner must be positive and finite")
+        return p.rsqrt()
+
+    def scaled(self, preconditioner: Tensor) -> HessianOperator:
+        """``v ↦ P^{-1/2} H P^{-1/2} v`` through this operator's gradient graph (no second forward and
+        backward pass); ``n_hvp`` is counted separately."""
+        op = copy.copy(self)
+        op.scale, op.n_hvp = self._scale_of(preconditioner), 0
+        return op
 
     def __call__(self, vecs: Tensor) -> Tensor:
         """Products for ``vecs`` of shape ``[d]`` or ``[k, d]`` (the result has the same shape)."""
@@ -226,6 +237,106 @@ def _lobpcg(op: HessianOperator, k: int, tol: float, max_iter: int, warm: Tensor
     return w, v
 
 
+#: Largest basis of :func:`_krylov` before a thick restart (plus k; the top k + 2 Ritz vectors are kept).
+KRYLOV_BASIS = 24
+
+
+def _krylov(op: HessianOperator, k: int, tol: float, max_iter: int, warm: Tensor | None, seed: int) -> tuple[
+        Tensor, Tensor]:
+    r"""Block Krylov–Rayleigh–Ritz from the warm block: the basis V grows by the residuals of the top-k
+    Ritz pairs (for k = 1 the Lanczos space of the start vector, with full reorthogonalisation), and
+    stops as soon as every kept residual is small:
+
+    .. math::
+
+        V^\top H V\, y_i = \theta_i y_i,\quad u_i = V y_i,\qquad
+        \lVert H u_i - \theta_i u_i\rVert \le \mathrm{tol}\cdot\max_j |\theta_j|.
+
+    The residual test is checked after every block of products, so a good warm start stops after one
+    or two. The images HV are kept, so the Ritz values and residuals cost no further products, and a
+    restart (basis above :data:`KRYLOV_BASIS` + k) keeps the top k + 2 Ritz vectors with their
+    images, also without products. θ_i ≤ λ_i (Cauchy interlacing), and some eigenvalue lies within
+    the residual of each θ_i.
+    """
+    d = op.dim
+    dtype, device = op.theta.dtype, op.theta.device
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    x = torch.randn(k, d, generator=gen, dtype=dtype).to(device)
+    if warm is not None:
+        w = warm.detach().reshape(-1, d)[:k].to(device=device, dtype=dtype)
+        w = w / torch.linalg.vector_norm(w, dim=1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
+        x[: w.shape[0]] = w + WARM_JITTER * x[: w.shape[0]] / d ** 0.5
+    cap = min(d, KRYLOV_BASIS + 2 * k)
+    basis, images = x.new_empty(cap, d), x.new_empty(cap, d)  # V and HV, filled row by row
+    t = torch.zeros(cap, cap, dtype=torch.float64, device=device)  # VᵀHV, grown by the new rows only
+    m = 0
+
+    def add(new: Tensor) -> None:
+        nonlocal m
+        b = new.shape[0]
+        basis[m: m + b], images[m: m + b] = new, op(new)
+        rows = (images[m: m + b] @ basis[: m + b].T).double()
+        t[m: m + b, : m + b], t[: m + b, m: m + b] = rows, rows.T
+        m += b
+
+    add(_orthogonal_rows(x, x[:0], m_max=k))
+    expansions = 0
+    while True:
+        vals, vecs = torch.linalg.eigh(0.5 * (t[:m, :m] + t[:m, :m].T))
+        vals, vecs = vals.flip(0), vecs.flip(1).to(dtype)
+        ritz = vecs[:, :k].T @ basis[:m]
+        res = vecs[:, :k].T @ images[:m] - vals[:k, None].to(dtype) * ritz
+        norms = torch.linalg.vector_norm(res, dim=1)
+        bound = tol * float(vals.abs().max())
+        if m >= d or bool((norms <= bound).all()):
+            return vals[:k], ritz
+        if expansions >= max_iter:
+            warnings.warn(f"krylov: residuals {float(norms.max()):.2e} above tol·max|θ| = {bound:.2e} after "
+                          f"max_iter={max_iter} expansions; raise max_iter or tol", RuntimeWarning, stacklevel=3)
+            return vals[:k], ritz
+        if m + k > cap:  # thick restart: the top Ritz vectors, their images and values, no products
+            keep = min(k + 2, m)
+            basis[:keep], images[:keep] = vecs[:, :keep].T @ basis[:m], vecs[:, :keep].T @ images[:m]
+            t.zero_()
+            t[:keep, :keep] = torch.diag(vals[:keep])
+            m = keep
+        new = _orthogonal_rows(res, basis[:m], m_max=d - m)
+        if new.shape[0] == 0:  # the residuals lie in the basis (an invariant subspace): a random direction
+            new = _orthogonal_rows(torch.randn(1, d, generator=gen, dtype=dtype).to(device), basis[:m], m_max=1)
+        add(new)
+        expansions += 1
+
+
+def _orthogonal_rows(x: Tensor, basis: Tensor, m_max: int) -> Tensor:
+    """At most ``m_max`` orthonormal rows spanning ``x`` minus its projection on the orthonormal rows
+    of ``basis``: Gram–Schmidt twice per row, and a row that loses all but 1e-6 of its norm (it lay
+    in the span, up to rounding) is dropped."""
+    out: list[Tensor] = []
+    for row in x:
+        if len(out) == m_max:
+            break
+        size = float(torch.linalg.vector_norm(row))
+        for _ in range(2):
+            for q in (basis, *out):
+                if q.shape[0]:
+                    row = row - (q @ row) @ q if q.ndim == 2 else row - (q @ row) * q
+        norm = float(torch.linalg.vector_norm(row))
+        if size > 0 and norm > 1e-6 * size:
+            out.append(row / norm)
+    return torch.stack(out) if out else x[:0]
+
+
+def _check(k: int, method: str, tol: float, max_iter: int) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method: unknown {method!r}; choose one of {', '.join(METHODS)}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    if not tol > 0:
+        raise ValueError(f"tol must be positive, got {tol!r}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive int (the solver's iteration cap), got {max_iter!r}")
+
+
 def sharpness(
     loss_fn: LossFn,
     theta: Tensor,
@@ -256,6 +367,11 @@ def sharpness(
       along a trajectory the Hessian changes slowly. ``tol`` bounds each residual
       ‖Hv − λv‖ of the unit eigenvectors (the eigenvalue error is at most that, and near its
       square over the spectral gap); a ``RuntimeWarning`` says when it is not reached.
+    * ``"krylov"``: block Krylov–Rayleigh–Ritz in torch (:func:`_krylov`), started from
+      ``warm_start`` and stopped as soon as every kept residual ‖Hu − θu‖ ≤ tol·max|θ|, checked
+      after every block of products (a warm start that is still nearly right costs 1–3). Each θ
+      is ≤ the true eigenvalue of its rank and has an eigenvalue within its residual; the error is
+      near residual² / gap (the monitor's tol = 1e-2 measured ≤ 1.1e-3 relative on an MNIST MLP).
     * ``"power"``: power iteration (k = 1), shifted when the dominant eigenvalue is negative;
       for the benchmark. ``tol`` bounds the relative change of the Rayleigh quotient.
     * ``"auto"``: dense up to :data:`DENSE_MAX_DIM` parameters, else lanczos.
@@ -272,18 +388,20 @@ def sharpness(
     >>> res.top, res.method   # the largest algebraic eigenvalue, not -5
     (3.0, 'dense')
     """
-    if method not in METHODS:
-        raise ValueError(f"method: unknown {method!r}; choose one of {', '.join(METHODS)}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
-    if not tol > 0:
-        raise ValueError(f"tol must be positive, got {tol!r}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive int (the solver's iteration cap), got {max_iter!r}")
-    max_iter = int(max_iter)
-    if isinstance(theta, Tensor) and theta.is_floating_point() and not bool(torch.isfinite(theta).all()):
-        raise ValueError("theta is not finite (NaN or inf entries): the Hessian is undefined there")
+    _check(k, method, tol, max_iter)
     op = HessianOperator(loss_fn, theta, preconditioner)
+    return solve(op, k=k, method=method, tol=tol, warm_start=warm_start, max_iter=max_iter, seed=seed)
+
+
+def solve(op: HessianOperator, *, k: int = 1, method: str = "auto", tol: float = 1e-6,
+          warm_start: Tensor | None = None, max_iter: int = 1000, seed: int = 0) -> SharpnessResult:
+    """The top-``k`` eigenpairs of an operator already built (:func:`sharpness`'s arguments and methods):
+    one gradient graph serves several solves, e.g. ``op`` and ``op.scaled(P)``."""
+    _check(k, method, tol, max_iter)
+    max_iter = int(max_iter)
+    theta = op.theta.detach()
+    if not bool(torch.isfinite(theta).all()):
+        raise ValueError("theta is not finite (NaN or inf entries): the Hessian is undefined there")
     d = op.dim
     if k > d:
         raise ValueError(f"k={k} exceeds the dimension {d}")
@@ -323,6 +441,10 @@ def sharpness(
         if 5 * k >= d:
             raise ValueError(f"k: lobpcg needs 5k < d (d={d}); use method='dense'")
         w, v = _lobpcg(op, k, tol, max_iter, warm_start, seed)
+    elif method == "krylov":
+        vals, vecs = _krylov(op, k, tol, max_iter, warm_start, seed)
+        return SharpnessResult(eigenvalues=vals.to(theta.dtype), eigenvectors=vecs.detach(), n_hvp=op.n_hvp,
+                               method="krylov")
     else:
         w, v = _power(op, k, tol, max_iter, warm_start, seed)
     idx = np.argsort(w)[::-1][:k]
