@@ -243,23 +243,25 @@ KRYLOV_BASIS = 24
 
 def _krylov(op: HessianOperator, k: int, tol: float, max_iter: int, warm: Tensor | None, seed: int) -> tuple[
         Tensor, Tensor]:
-    r"""Block Krylov–Rayleigh–Ritz from the warm block: the basis V grows by the residuals of the top-k
-    Ritz pairs (for k = 1 the Lanczos space of the start vector, with full reorthogonalisation), and
-    stops as soon as every kept residual is small:
+    r"""Block Krylov–Rayleigh–Ritz from the warm block, stopped as soon as every kept residual is small:
 
     .. math::
 
         V^\top H V\, y_i = \theta_i y_i,\quad u_i = V y_i,\qquad
         \lVert H u_i - \theta_i u_i\rVert \le \mathrm{tol}\cdot\max_j |\theta_j|.
 
-    The residual test is checked after every block of products, so a good warm start stops after one
-    or two. The images HV are kept, so the Ritz values and residuals cost no further products, and a
-    restart (basis above :data:`KRYLOV_BASIS` + k) keeps the top k + 2 Ritz vectors with their
-    images, also without products. θ_i ≤ λ_i (Cauchy interlacing), and some eigenvalue lies within
-    the residual of each θ_i.
+    V grows by the last block's images H V_last made orthogonal to V (the block Lanczos space of
+    the start block, with full reorthogonalisation: the first Gram–Schmidt pass uses the known
+    entries of VᵀHV, a second runs when the first cancels most of the vector). The images HV are
+    kept, so VᵀHV, the Gram matrix (HV)ᵀHV and with it every residual norm,
+    ‖r_i‖² = y_iᵀ(HV)ᵀHV y_i − θ_i², cost one pass each per block and no products; the residual
+    is formed explicitly only to confirm convergence. A restart (basis above :data:`KRYLOV_BASIS`
+    + k) keeps the top k + 2 Ritz vectors with their images and continues from their residuals.
+    θ_i ≤ λ_i (Cauchy interlacing), and some eigenvalue lies within the residual of each θ_i.
     """
     d = op.dim
     dtype, device = op.theta.dtype, op.theta.device
+    eps = torch.finfo(dtype).eps
     gen = torch.Generator(device="cpu").manual_seed(seed)
     x = torch.randn(k, d, generator=gen, dtype=dtype).to(device)
     if warm is not None:
@@ -267,61 +269,86 @@ def _krylov(op: HessianOperator, k: int, tol: float, max_iter: int, warm: Tensor
         w = w / torch.linalg.vector_norm(w, dim=1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
         x[: w.shape[0]] = w + WARM_JITTER * x[: w.shape[0]] / d ** 0.5
     cap = min(d, KRYLOV_BASIS + 2 * k)
-    basis, images = x.new_empty(cap, d), x.new_empty(cap, d)  # V and HV, filled row by row
-    t = torch.zeros(cap, cap, dtype=torch.float64, device=device)  # VᵀHV, grown by the new rows only
-    m = 0
+    basis, images = x.new_empty(cap, d), x.new_empty(cap, d)  # V and HV, filled block by block
+    t, gram = np.zeros((cap, cap)), np.zeros((cap, cap))  # VᵀHV and (HV)ᵀHV, float64 on the host
+    m, last = 0, slice(0, 0)
 
     def add(new: Tensor) -> None:
-        nonlocal m
+        nonlocal m, last
         b = new.shape[0]
         basis[m: m + b], images[m: m + b] = new, op(new)
-        rows = (images[m: m + b] @ basis[: m + b].T).double()
-        t[m: m + b, : m + b], t[: m + b, m: m + b] = rows, rows.T
+        last = slice(m, m + b)
+        for mat, other in ((t, basis), (gram, images)):
+            rows = (images[last] @ other[: m + b].T).double().cpu().numpy()
+            mat[last, : m + b], mat[: m + b, last] = rows, rows.T
         m += b
 
-    add(_orthogonal_rows(x, x[:0], m_max=k))
+    def rows_of(y: np.ndarray) -> Tensor:  # small host coefficients as a tensor for the basis
+        return torch.from_numpy(np.ascontiguousarray(y)).to(device=device, dtype=dtype)
+
+    add(_orthogonal_rows(x, x[:0], k))
     expansions = 0
     while True:
-        vals, vecs = torch.linalg.eigh(0.5 * (t[:m, :m] + t[:m, :m].T))
-        vals, vecs = vals.flip(0), vecs.flip(1).to(dtype)
-        ritz = vecs[:, :k].T @ basis[:m]
-        res = vecs[:, :k].T @ images[:m] - vals[:k, None].to(dtype) * ritz
-        norms = torch.linalg.vector_norm(res, dim=1)
-        bound = tol * float(vals.abs().max())
-        if m >= d or bool((norms <= bound).all()):
-            return vals[:k], ritz
+        vals, vecs = np.linalg.eigh(0.5 * (t[:m, :m] + t[:m, :m].T))
+        vals, vecs = vals[::-1].copy(), vecs[:, ::-1].copy()
+        top, y = vals[:k], vecs[:, :k]
+        bound = tol * float(np.abs(vals).max())
+        est = np.maximum((y * (gram[:m, :m] @ y)).sum(0) - top ** 2, 0.0)
+        # the estimate's rounding is ~eps·‖HV‖²: near the bound, form the residuals themselves
+        norms = None
+        if m >= d or bool((est <= bound ** 2 + 100 * eps * gram[:m, :m].diagonal().max()).all()):
+            yt = rows_of(y.T)
+            ritz = yt @ basis[:m]
+            norms = torch.linalg.vector_norm(yt @ images[:m] - rows_of(top[:, None]) * ritz, dim=1)
+            if m >= d or bool((norms <= bound).all()):
+                return torch.from_numpy(top), ritz
         if expansions >= max_iter:
-            warnings.warn(f"krylov: residuals {float(norms.max()):.2e} above tol·max|θ| = {bound:.2e} after "
-                          f"max_iter={max_iter} expansions; raise max_iter or tol", RuntimeWarning, stacklevel=3)
-            return vals[:k], ritz
+            worst = float(np.sqrt(est).max()) if norms is None else float(norms.max())
+            warnings.warn(f"krylov: residuals {worst:.2e} above tol·max|θ| = {bound:.2e} after max_iter={max_iter} "
+                          "expansions; raise max_iter or tol", RuntimeWarning, stacklevel=3)
+            return torch.from_numpy(top), rows_of(y.T) @ basis[:m]
         if m + k > cap:  # thick restart: the top Ritz vectors, their images and values, no products
-            keep = min(k + 2, m)
-            basis[:keep], images[:keep] = vecs[:, :keep].T @ basis[:m], vecs[:, :keep].T @ images[:m]
-            t.zero_()
-            t[:keep, :keep] = torch.diag(vals[:keep])
-            m = keep
-        new = _orthogonal_rows(res, basis[:m], m_max=d - m)
-        if new.shape[0] == 0:  # the residuals lie in the basis (an invariant subspace): a random direction
-            new = _orthogonal_rows(torch.randn(1, d, generator=gen, dtype=dtype).to(device), basis[:m], m_max=1)
+            n = min(k + 2, m)
+            keep = rows_of(vecs[:, :n].T)
+            basis[:n], images[:n] = keep @ basis[:m], keep @ images[:m]
+            t[:], gram[:] = 0.0, 0.0
+            t[:n, :n] = np.diag(vals[:n])
+            gram[:n, :n] = (images[:n] @ images[:n].T).double().cpu().numpy()
+            m = n
+            new = images[:k] - rows_of(vals[:k, None]) * basis[:k]  # the residuals of the kept top k
+            new = _orthogonal_rows(new, basis[:m], d - m)
+        else:
+            # H V_last minus its projection on V: VᵀH V_last is the known block t[last, :m]
+            size = torch.linalg.vector_norm(images[last], dim=1)
+            new = images[last] - rows_of(t[last, :m]) @ basis[:m]
+            new = _orthogonal_rows(new, basis[:m], d - m, size=size)
+        if new.shape[0] == 0:  # an invariant subspace: continue from a random direction
+            new = _orthogonal_rows(torch.randn(1, d, generator=gen, dtype=dtype).to(device), basis[:m], 1)
         add(new)
         expansions += 1
 
 
-def _orthogonal_rows(x: Tensor, basis: Tensor, m_max: int) -> Tensor:
+def _orthogonal_rows(x: Tensor, basis: Tensor, m_max: int, *, size: Tensor | None = None) -> Tensor:
     """At most ``m_max`` orthonormal rows spanning ``x`` minus its projection on the orthonormal rows
-    of ``basis``: Gram–Schmidt twice per row, and a row that loses all but 1e-6 of its norm (it lay
-    in the span, up to rounding) is dropped."""
+    of ``basis``: Gram–Schmidt, repeated while a pass cancels more than half the norm (the "twice
+    is enough" rule). ``size``: the rows' norms before a pass the caller already made. A row left
+    with under 1e-6 of its norm (in the span, up to rounding) is dropped."""
     out: list[Tensor] = []
-    for row in x:
+    for i, row in enumerate(x):
         if len(out) == m_max:
             break
-        size = float(torch.linalg.vector_norm(row))
-        for _ in range(2):
-            for q in (basis, *out):
-                if q.shape[0]:
-                    row = row - (q @ row) @ q if q.ndim == 2 else row - (q @ row) * q
+        for q in out:  # the rows already taken from this block
+            row = row - (q @ row) * q
         norm = float(torch.linalg.vector_norm(row))
-        if size > 0 and norm > 1e-6 * size:
+        first = norm if size is None else float(size[i])
+        before, passes = first, int(size is not None)
+        while passes < 3 and (passes == 0 or norm <= 0.5 * before):
+            before = norm
+            for q in (basis, torch.stack(out)) if out else (basis,):
+                if q.shape[0]:
+                    row = row - (q @ row) @ q
+            norm, passes = float(torch.linalg.vector_norm(row)), passes + 1
+        if norm > 1e-6 * first:
             out.append(row / norm)
     return torch.stack(out) if out else x[:0]
 
@@ -443,7 +470,7 @@ def solve(op: HessianOperator, *, k: int = 1, method: str = "auto", tol: float =
         w, v = _lobpcg(op, k, tol, max_iter, warm_start, seed)
     elif method == "krylov":
         vals, vecs = _krylov(op, k, tol, max_iter, warm_start, seed)
-        return SharpnessResult(eigenvalues=vals.to(theta.dtype), eigenvectors=vecs.detach(), n_hvp=op.n_hvp,
+        return SharpnessResult(eigenvalues=vals.to(theta), eigenvectors=vecs.detach(), n_hvp=op.n_hvp,
                                method="krylov")
     else:
         w, v = _power(op, k, tol, max_iter, warm_start, seed)
