@@ -250,18 +250,17 @@ def _krylov(op: HessianOperator, k: int, tol: float, max_iter: int, warm: Tensor
         V^\top H V\, y_i = \theta_i y_i,\quad u_i = V y_i,\qquad
         \lVert H u_i - \theta_i u_i\rVert \le \mathrm{tol}\cdot\max_j |\theta_j|.
 
-    V grows by the last block's images H V_last made orthogonal to V (the block Lanczos space of
-    the start block, with full reorthogonalisation: the first Gram–Schmidt pass uses the known
-    entries of VᵀHV, a second runs when the first cancels most of the vector). The images HV are
-    kept, so VᵀHV, the Gram matrix (HV)ᵀHV and with it every residual norm,
-    ‖r_i‖² = y_iᵀ(HV)ᵀHV y_i − θ_i², cost one pass each per block and no products; the residual
-    is formed explicitly only to confirm convergence. A restart (basis above :data:`KRYLOV_BASIS`
-    + k) keeps the top k + 2 Ritz vectors with their images and continues from their residuals.
-    θ_i ≤ λ_i (Cauchy interlacing), and some eigenvalue lies within the residual of each θ_i.
+    V grows by F = (I − VVᵀ) H V_last, the last block's images made orthogonal to V (block Lanczos
+    with full reorthogonalisation; the first Gram–Schmidt pass uses the known block of VᵀHV, a
+    second runs only where the first left more than √eps of V in it). For such a basis
+    HV − VT = F E_lastᵀ, so every residual is r_i = F y_i[last], known before the next product;
+    it is formed explicitly (u_i, Hu_i from the kept images) only to confirm convergence. A
+    restart (basis above :data:`KRYLOV_BASIS` + k) keeps the top k + 2 Ritz vectors with their
+    images, without products, and continues from their residuals. θ_i ≤ λ_i (Cauchy
+    interlacing), and some eigenvalue lies within the residual of each θ_i.
     """
     d = op.dim
     dtype, device = op.theta.dtype, op.theta.device
-    eps = torch.finfo(dtype).eps
     gen = torch.Generator(device="cpu").manual_seed(seed)
     x = torch.randn(k, d, generator=gen, dtype=dtype).to(device)
     if warm is not None:
@@ -270,7 +269,7 @@ def _krylov(op: HessianOperator, k: int, tol: float, max_iter: int, warm: Tensor
         x[: w.shape[0]] = w + WARM_JITTER * x[: w.shape[0]] / d ** 0.5
     cap = min(d, KRYLOV_BASIS + 2 * k)
     basis, images = x.new_empty(cap, d), x.new_empty(cap, d)  # V and HV, filled block by block
-    t, gram = np.zeros((cap, cap)), np.zeros((cap, cap))  # VᵀHV and (HV)ᵀHV, float64 on the host
+    t = np.zeros((cap, cap))  # VᵀHV, float64 on the host
     m, last = 0, slice(0, 0)
 
     def add(new: Tensor) -> None:
@@ -278,32 +277,30 @@ def _krylov(op: HessianOperator, k: int, tol: float, max_iter: int, warm: Tensor
         b = new.shape[0]
         basis[m: m + b], images[m: m + b] = new, op(new)
         last = slice(m, m + b)
-        for mat, other in ((t, basis), (gram, images)):
-            rows = (images[last] @ other[: m + b].T).double().cpu().numpy()
-            mat[last, : m + b], mat[: m + b, last] = rows, rows.T
+        rows = (images[last] @ basis[: m + b].T).double().cpu().numpy()
+        t[last, : m + b], t[: m + b, last] = rows, rows.T
         m += b
 
     def rows_of(y: np.ndarray) -> Tensor:  # small host coefficients as a tensor for the basis
         return torch.from_numpy(np.ascontiguousarray(y)).to(device=device, dtype=dtype)
 
     add(_orthogonal_rows(x, x[:0], k))
-    expansions = 0
+    expansions, lanczos = 0, True  # lanczos: HV − VT = F E_lastᵀ holds (not after a restart)
     while True:
         vals, vecs = np.linalg.eigh(0.5 * (t[:m, :m] + t[:m, :m].T))
         vals, vecs = vals[::-1].copy(), vecs[:, ::-1].copy()
         top, y = vals[:k], vecs[:, :k]
         bound = tol * float(np.abs(vals).max())
-        est = np.maximum((y * (gram[:m, :m] @ y)).sum(0) - top ** 2, 0.0)
-        # the estimate's rounding is ~eps·‖HV‖²: near the bound, form the residuals themselves
-        norms = None
-        if m >= d or bool((est <= bound ** 2 + 100 * eps * gram[:m, :m].diagonal().max()).all()):
+        f = images[last] - rows_of(t[last, :m]) @ basis[:m]
+        est = torch.linalg.vector_norm(rows_of(y[last].T) @ f, dim=1) if lanczos else None
+        if m >= d or est is None or bool((est <= bound).all()):
             yt = rows_of(y.T)
             ritz = yt @ basis[:m]
             norms = torch.linalg.vector_norm(yt @ images[:m] - rows_of(top[:, None]) * ritz, dim=1)
             if m >= d or bool((norms <= bound).all()):
                 return torch.from_numpy(top), ritz
         if expansions >= max_iter:
-            worst = float(np.sqrt(est).max()) if norms is None else float(norms.max())
+            worst = float((est if est is not None else norms).max())
             warnings.warn(f"krylov: residuals {worst:.2e} above tol·max|θ| = {bound:.2e} after max_iter={max_iter} "
                           "expansions; raise max_iter or tol", RuntimeWarning, stacklevel=3)
             return torch.from_numpy(top), rows_of(y.T) @ basis[:m]
@@ -311,17 +308,13 @@ def _krylov(op: HessianOperator, k: int, tol: float, max_iter: int, warm: Tensor
             n = min(k + 2, m)
             keep = rows_of(vecs[:, :n].T)
             basis[:n], images[:n] = keep @ basis[:m], keep @ images[:m]
-            t[:], gram[:] = 0.0, 0.0
+            t[:] = 0.0
             t[:n, :n] = np.diag(vals[:n])
-            gram[:n, :n] = (images[:n] @ images[:n].T).double().cpu().numpy()
-            m = n
+            m, lanczos = n, False
             new = images[:k] - rows_of(vals[:k, None]) * basis[:k]  # the residuals of the kept top k
             new = _orthogonal_rows(new, basis[:m], d - m)
         else:
-            # H V_last minus its projection on V: VᵀH V_last is the known block t[last, :m]
-            size = torch.linalg.vector_norm(images[last], dim=1)
-            new = images[last] - rows_of(t[last, :m]) @ basis[:m]
-            new = _orthogonal_rows(new, basis[:m], d - m, size=size)
+            new = _orthogonal_rows(f, basis[:m], d - m, size=torch.linalg.vector_norm(images[last], dim=1))
         if new.shape[0] == 0:  # an invariant subspace: continue from a random direction
             new = _orthogonal_rows(torch.randn(1, d, generator=gen, dtype=dtype).to(device), basis[:m], 1)
         add(new)
@@ -330,24 +323,27 @@ def _krylov(op: HessianOperator, k: int, tol: float, max_iter: int, warm: Tensor
 
 def _orthogonal_rows(x: Tensor, basis: Tensor, m_max: int, *, size: Tensor | None = None) -> Tensor:
     """At most ``m_max`` orthonormal rows spanning ``x`` minus its projection on the orthonormal rows
-    of ``basis``: Gram–Schmidt, repeated while a pass cancels more than half the norm (the "twice
-    is enough" rule). ``size``: the rows' norms before a pass the caller already made. A row left
-    with under 1e-6 of its norm (in the span, up to rounding) is dropped."""
+    of ``basis``: Gram–Schmidt, repeated (twice at most) while more than √eps of the row lies in the
+    basis. ``size``: the rows' norms before one pass the caller already made. A row left with under
+    1e-6 of its norm (in the span, up to rounding) is dropped."""
     out: list[Tensor] = []
+    small = torch.finfo(x.dtype).eps ** 0.5
     for i, row in enumerate(x):
         if len(out) == m_max:
             break
         for q in out:  # the rows already taken from this block
             row = row - (q @ row) * q
+        first = float(torch.linalg.vector_norm(row)) if size is None else float(size[i])
+        if size is None and basis.shape[0]:
+            row = row - (basis @ row) @ basis
+        for _ in range(2):
+            if not basis.shape[0]:
+                break
+            c = basis @ row
+            if float(torch.linalg.vector_norm(c)) <= small * float(torch.linalg.vector_norm(row)):
+                break
+            row = row - c @ basis
         norm = float(torch.linalg.vector_norm(row))
-        first = norm if size is None else float(size[i])
-        before, passes = first, int(size is not None)
-        while passes < 3 and (passes == 0 or norm <= 0.5 * before):
-            before = norm
-            for q in (basis, torch.stack(out)) if out else (basis,):
-                if q.shape[0]:
-                    row = row - (q @ row) @ q
-            norm, passes = float(torch.linalg.vector_norm(row)), passes + 1
         if norm > 1e-6 * first:
             out.append(row / norm)
     return torch.stack(out) if out else x[:0]
