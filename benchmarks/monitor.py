@@ -2,12 +2,14 @@
 
 Target: ≤ 1.10 at ``every=50`` on the MNIST-5k MLP task (784-32-10 tanh MLP, full batch of 1,000
 examples, Adam at lr 1e-2; the probe is a fixed batch of ``--probe`` training examples, 256 by
-default: a probe's two warm-started eigensolves cost ~20 Hessian-vector products, so a probe as large
-as the training batch costs as much as ~40 training steps, 80 % at every=50). Two identical models train side by side,
-one step each per round (so a slow stretch of a shared machine hits both alike); the monitor's
-cost is spread over its interval::
+default). A probe measures two top eigenvalues (raw and preconditioned) with the monitor's
+warm-started Krylov solver (``method="krylov"``, residual ≤ 1e-2·θ): ≈ 13 Hessian-vector products
+per probe, each ≈ 0.4 training steps here, so the overhead is ≈ 13 × 0.4 / every plus the solver's
+bookkeeping. Two identical models train side by side, one step each per round (so a slow stretch
+of a shared machine hits both alike); the monitor's cost is spread over its interval::
 
-    python benchmarks/monitor.py [--steps 300] [--every 50] [--data mnist5k|digits]
+    python benchmarks/monitor.py [--n 1000] [--steps 300] [--every 50] [--data mnist5k|digits]
+                                 [--method krylov|lanczos|...] [--tol 1e-2]
 """
 
 from __future__ import annotations

@@ -86,9 +86,12 @@ def main() -> None:
     one("lanczos cold (eigsh, tol 1e-3)", "lanczos", 1e-3)
     one("lanczos cold (eigsh, tol 1e-6)", "lanczos", 1e-6)
     one("lobpcg cold (residual tol 1e-3)", "lobpcg", 1e-3)
+    one("krylov cold (residual tol 1e-2·θ)", "krylov", 1e-2)
     one("lanczos warm from step 50 (tol 1e-3)", "lanczos", 1e-3, prev.eigenvectors)
     one("lanczos warm from step 50 (tol 1e-6)", "lanczos", 1e-6, prev.eigenvectors)
     one("lobpcg warm from step 50 (residual tol 1e-3)", "lobpcg", 1e-3, prev.eigenvectors)
+    one("krylov warm from step 50 (residual tol 1e-2·θ)", "krylov", 1e-2, prev.eigenvectors)
+    one("krylov warm from step 50 (residual tol 1e-3·θ)", "krylov", 1e-3, prev.eigenvectors)
     one("power iteration cold, 20 products", "power", 1e-15, max_iter=20)
     one("power iteration warm from step 50, 5 products", "power", 1e-15, prev.eigenvectors, max_iter=5)
     print(f"\none top eigenvalue at step 60 of GD (lr {spec.lr}): {ref:.6f} (reference: lanczos, tol 1e-10)")
@@ -99,6 +102,8 @@ def main() -> None:
     for label, kw in [("lanczos, tol 1e-3", {"method": "lanczos", "tol": 1e-3}),
                       ("lanczos, tol 1e-6", {"method": "lanczos", "tol": 1e-6}),
                       ("lobpcg, residual tol 1e-3", {"method": "lobpcg", "tol": 1e-3}),
+                      ("krylov, residual tol 1e-2·θ", {"method": "krylov", "tol": 1e-2}),
+                      ("krylov, residual tol 1e-3·θ", {"method": "krylov", "tol": 1e-3}),
                       ("power, ≤ 10 products", {"method": "power", "tol": 1e-15, "max_iter": 10})]:
         tracker = SharpnessTracker(spec, prob.loss_fn, preconditioned=False, **kw)  # type: ignore[arg-type]
         t0 = time.perf_counter()

@@ -18,6 +18,9 @@ __all__ = ["enabled", "progress_bar", "quiet", "track"]
 
 T = TypeVar("T")
 
+#: Seconds between redraws of a bar (tqdm's ``mininterval``; a test sets 0 to see every update).
+MININTERVAL = 0.1
+
 
 def enabled(progress: bool | None = None) -> bool:
     """Whether to draw a bar: ``progress`` if given, else stderr is a TTY and ``RODFLOW_PROGRESS`` ≠ 0."""
@@ -57,7 +60,8 @@ def progress_bar(total: float | None, desc: str, *, progress: bool | None = None
         return
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False)
+    bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False,
+               mininterval=MININTERVAL)
     try:
         yield bar
     finally:

@@ -27,6 +27,7 @@ import queue
 import threading
 import warnings
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 import torch
@@ -39,6 +40,7 @@ from .discrete import check_count
 from .optimizers import OptimizerSpec
 from .optimizers import optimizer as make_spec
 from .phase import PhaseState
+from .progress import progress_bar
 from .trajectory import TrajectoryWriter, to_json
 
 __all__ = ["Recorder"]
@@ -77,6 +79,10 @@ class Recorder:
         compression: ``None``, ``"gzip"`` or ``"lzf"``.
         sharpness_kwargs: passed to :func:`rodflow.sharpness`.
         background: write from a worker thread (see the module docstring); ``False`` writes in ``step``.
+        progress: a bar on stderr over the recorded optimizer steps, with the last sharpness in its
+            postfix when sharpness is recorded (``None``: only when stderr is a terminal; see
+            :mod:`rodflow.progress`).
+        total: the number of steps the bar expects (``None``: a counter without a total).
 
     >>> import torch, rodflow, tempfile, os
     >>> model = torch.nn.Linear(3, 1)
@@ -99,7 +105,8 @@ class Recorder:
                  every: int = 1, flush_every: int = 10, sharpness_every: int | None = None,
                  loss_fn: LossFn | None = None, metadata: dict[str, Any] | None = None, enabled: bool = True,
                  seed: int | None = None, compression: str | None = None,
-                 sharpness_kwargs: dict[str, Any] | None = None, background: bool = True):
+                 sharpness_kwargs: dict[str, Any] | None = None, background: bool = True,
+                 progress: bool | None = None, total: int | None = None):
         self.enabled = bool(enabled) and path is not None
         self.path = None if path is None else os.fspath(path)
         if not self.enabled:
@@ -109,6 +116,8 @@ class Recorder:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         self.every = check_count("every", every, lo=1)
+        if total is not None:
+            total = check_count("total", total, lo=1)
         self.flush_every = check_count("flush_every", flush_every, lo=1)
         self.sharpness_every = None if sharpness_every is None else check_count("sharpness_every", sharpness_every,
                                                                                 lo=1)
@@ -177,6 +186,8 @@ class Recorder:
         self._closed = False
         self.background = bool(background)
         self._error: BaseException | None = None
+        self._bars = ExitStack()
+        self._bar = self._bars.enter_context(progress_bar(total, "record", progress=progress))
         if self.background:
             self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
             self._thread = threading.Thread(target=self._work, name="rodflow-recorder", daemon=True)
@@ -242,6 +253,10 @@ class Recorder:
             v = self._flat(_V_KEYS).clone() if self._v else None
             self._tracker.record(PhaseState(theta=theta, m=m, v=v, t=self.t))
             series = self._tracker.series()
+            shown = {"sharpness": f"{float(series['sharpness'][-1]):.4g}"}
+            if len(series["preconditioned_step"]) and int(series["preconditioned_step"][-1]) == self.t:
+                shown["P⁻¹H"] = f"{float(series['preconditioned_sharpness'][-1]):.4g}"
+            self._bar.set_postfix(shown, refresh=False)
             self._submit(lambda: w.extend_series(series))
 
     def _finish_row(self, loss: float, grad_norm: float) -> None:
@@ -275,6 +290,7 @@ class Recorder:
                                                    )) if grads else float("nan")
             self._finish_row(float(loss.detach() if isinstance(loss, Tensor) else loss), gnorm)
         self.t += 1
+        self._bar.update(1)
         if self.t % self.every == 0:
             self._write_state()
 
@@ -299,6 +315,7 @@ class Recorder:
                     if name in w.counts:
                         w.counts[name] = w.counts["t"]
         finally:
+            self._bars.close()
             w.close(complete=complete)
 
     def __enter__(self) -> Recorder:

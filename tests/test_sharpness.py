@@ -10,11 +10,11 @@ import torch
 import rodflow
 from rodflow.sharpness import DENSE_MAX_DIM, HessianOperator, SharpnessTracker
 
-METHODS = ["dense", "lanczos", "lobpcg"]
+METHODS = ["dense", "krylov", "lanczos", "lobpcg"]
 ALL_METHODS = [*METHODS, "power"]
 # each solver's own tolerance for a 1e-6 relative eigenvalue: lobpcg's bounds residuals (eigenvalue
 # error ~ tol² / gap), power's the change of the Rayleigh quotient per product
-TOL = {"dense": 1e-12, "lanczos": 1e-12, "lobpcg": 1e-8, "power": 1e-12}
+TOL = {"dense": 1e-12, "krylov": 1e-8, "lanczos": 1e-12, "lobpcg": 1e-8, "power": 1e-12}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -275,3 +275,41 @@ def test_warm_lobpcg_falls_back_to_guard_vectors_when_the_warm_block_stalls():
         warnings.simplefilter("error", RuntimeWarning)
         res = rodflow.sharpness(prob.loss_fn, prob.theta0, method="lobpcg", tol=1e-8, warm_start=warm)
     assert res.top == pytest.approx(5.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("tol", [1e-8, 1e-2])
+def test_krylov_from_warm_starts_against_the_full_hessian(small_mlp, mlp_hessian, tol):
+    """The monitor's solver along a GD run, each solve warm-started from the previous one, against
+    eigvalsh of the full Hessian (float64): θ ≤ λ (Rayleigh–Ritz), the residual below tol·θ, and
+    the eigenvalue within tol (measured far closer: the error is near residual² / gap)."""
+    traj = rodflow.iterate(rodflow.optimizer("gd", lr=0.5), small_mlp.loss_fn, small_mlp.theta0, steps=30)
+    warm, spent = None, []
+    for t in (10, 20, 30):
+        theta = traj.theta[t]
+        h = torch.func.hessian(small_mlp.loss_fn)(theta)
+        ref = torch.linalg.eigvalsh(0.5 * (h + h.T)).flip(0)[:2]
+        res = rodflow.sharpness(small_mlp.loss_fn, theta, k=2, method="krylov", tol=tol, warm_start=warm)
+        assert bool((res.eigenvalues <= ref * (1 + 1e-12)).all())
+        torch.testing.assert_close(res.eigenvalues, ref, rtol=tol, atol=0)
+        for lam, vec in zip(res.eigenvalues, res.eigenvectors):
+            assert float(torch.linalg.vector_norm(h @ vec - lam * vec)) <= tol * float(ref[0]) * (1 + 1e-9)
+        warm = res.eigenvectors
+        spent.append(res.n_hvp)
+    if tol == 1e-8:
+        torch.testing.assert_close(res.eigenvalues, ref, rtol=1e-12, atol=0)
+    assert spent[-1] < spent[0], spent  # the warm starts pay
+
+
+def test_krylov_leaves_an_exact_eigenvector_that_is_not_the_top_one():
+    """A warm start equal to the third eigenvector (as after the top ones overtake it): the jitter
+    and the residual expansion reach the top pair (5 and 5 − 1e-6) at a tight tolerance."""
+    eigs = torch.tensor([5.0, 5.0 - 1e-6, 4.9] + [1.0] * 300, dtype=torch.float64)
+    prob = rodflow.problems.quadratic(eigs, seed=None)
+    warm = torch.zeros(303, dtype=torch.float64)
+    warm[2] = 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        res = rodflow.sharpness(prob.loss_fn, prob.theta0, k=2, method="krylov", tol=1e-10, warm_start=warm)
+    torch.testing.assert_close(res.eigenvalues, eigs[:2], rtol=1e-10, atol=0)
+    with pytest.warns(RuntimeWarning, match="max_iter"):
+        rodflow.sharpness(prob.loss_fn, prob.theta0, method="krylov", tol=1e-14, max_iter=3)

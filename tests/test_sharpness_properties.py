@@ -26,7 +26,7 @@ def _problem(seed: int, d: int, spread: float):
 
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), d=st.integers(12, 40), spread=st.floats(0.1, 100.0),
-       method=st.sampled_from(["dense", "lanczos", "lobpcg"]))
+       method=st.sampled_from(["dense", "krylov", "lanczos", "lobpcg"]))
 def test_top_eigenvalue_is_lapacks(seed, d, spread, method):
     h, loss, theta = _problem(seed, d, spread)
     top = rodflow.sharpness(loss, theta, method=method, tol=1e-10).top

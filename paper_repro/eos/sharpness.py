@@ -23,6 +23,7 @@ import torch
 
 import rodflow
 from rodflow import plot
+from rodflow.progress import track
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = [("gd", {"lr": 0.35}), ("gd", {"lr": 0.5}), ("gd", {"lr": 0.7}),
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
               "runs": runs, "sharpness": sharpness_kwargs, "torch": torch.__version__}
     rows: list[dict[str, Any]] = []
     by_name: dict[str, list[tuple[rodflow.OptimizerSpec, rodflow.Trajectory]]] = {}
-    for name, hp in runs:
+    for name, hp in track(runs, "eos sharpness sweep"):
         spec = rodflow.optimizer(name, **hp)
         t0 = time.perf_counter()
         traj = rodflow.iterate(spec, prob.loss_fn, prob.theta0, args.steps, sharpness_every=args.every,

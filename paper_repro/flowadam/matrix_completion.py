@@ -53,6 +53,7 @@ from protocol import (
     write_results,
 )
 
+from rodflow.progress import progress_bar, track
 from rodflow.threads import add_threads_argument
 
 # (rows, cols, true rank, density, noise, paper Adam RMSE, paper FlowAdam RMSE)
@@ -83,7 +84,7 @@ def tune(variant: str, cfg: tuple, steps: int, wd: float) -> float:
     data = low_rank_data((rows, cols), rank, density, noise, 42)
     held = data["mask"] & (torch.rand(data["mask"].shape, generator=torch.Generator().manual_seed(0)) < 0.1)
     best, best_lr = float("inf"), LR_GRIDS[variant][0]
-    for lr in LR_GRIDS[variant]:
+    for lr in track(LR_GRIDS[variant], f"tune {variant}"):
         _, factors, data = run(cfg, 42, variant, steps, lr, wd, mask=data["mask"] & ~held)
         val = float(completion_loss(factors, data, held).sqrt())
         print(json.dumps({"tune": variant, "lr": lr, "val_rmse": val}), flush=True)
@@ -134,39 +135,41 @@ def main(argv: list[str] | None = None) -> int:
     table = ["| config | variant | lr | test RMSE (ours) | paper | grad evals | ODE triggers | seconds |",
              "|---|---|---|---|---|---|---|---|"]
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for ci in args.configs:
-        cfg = CONFIGS[ci]
-        name = f"{cfg[0]}×{cfg[1]} r{cfg[2]} p{cfg[3]} σ{cfg[4]}"
-        lrs = {v: tune(v, cfg, args.steps, args.weight_decay) if v in LR_GRIDS else args.lr for v in args.variants}
-        res: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
-        for seed in args.seeds:
-            flow_evals, euler_triggers = None, None
-            for variant in args.variants:
-                steps = args.steps
-                if variant == "adam_matched":
-                    if flow_evals is None:
-                        flow_evals = run(cfg, seed, "flowadam", args.steps, args.lr, args.weight_decay)[0]["grad_evals"]
-                    steps = flow_evals
-                if variant == "adam_fewer":
-                    if euler_triggers is None:
-                        euler_triggers = run(cfg, seed, "flowadam_euler", args.steps, args.lr,
-                                             args.weight_decay)[0]["triggers"]
-                    steps = args.steps - euler_triggers
-                out = run(cfg, seed, variant, steps, lrs[variant], args.weight_decay)[0]
-                if variant == "flowadam":
-                    flow_evals = out["grad_evals"]
-                if variant == "flowadam_euler":
-                    euler_triggers = out["triggers"]
-                res[variant].append(out)
-                print(json.dumps({"config": name, "seed": seed, "variant": variant, "lr": lrs[variant], **out}),
-                      flush=True)
-        raw[name] = res
-        for variant, outs in res.items():
-            paper = {"adam": cfg[5], "flowadam": cfg[6]}.get(variant)
-            table.append(f"| {name} | {variant} | {lrs[variant]:g} | {mean_std([o['rmse'] for o in outs])} | "
-                         f"{'–' if paper is None else paper} | {statistics.mean(o['grad_evals'] for o in outs):.0f} | "
-                         f"{statistics.mean(o['triggers'] for o in outs):.0f} | "
-                         f"{statistics.mean(o['seconds'] for o in outs):.1f} |")
+    with progress_bar(len(args.configs) * len(args.seeds) * len(args.variants), "matrix completion sweep", unit="run") as bar:
+        for ci in args.configs:
+            cfg = CONFIGS[ci]
+            name = f"{cfg[0]}×{cfg[1]} r{cfg[2]} p{cfg[3]} σ{cfg[4]}"
+            lrs = {v: tune(v, cfg, args.steps, args.weight_decay) if v in LR_GRIDS else args.lr for v in args.variants}
+            res: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
+            for seed in args.seeds:
+                flow_evals, euler_triggers = None, None
+                for variant in args.variants:
+                    steps = args.steps
+                    if variant == "adam_matched":
+                        if flow_evals is None:
+                            flow_evals = run(cfg, seed, "flowadam", args.steps, args.lr, args.weight_decay)[0]["grad_evals"]
+                        steps = flow_evals
+                    if variant == "adam_fewer":
+                        if euler_triggers is None:
+                            euler_triggers = run(cfg, seed, "flowadam_euler", args.steps, args.lr,
+                                                 args.weight_decay)[0]["triggers"]
+                        steps = args.steps - euler_triggers
+                    out = run(cfg, seed, variant, steps, lrs[variant], args.weight_decay)[0]
+                    if variant == "flowadam":
+                        flow_evals = out["grad_evals"]
+                    if variant == "flowadam_euler":
+                        euler_triggers = out["triggers"]
+                    res[variant].append(out)
+                    bar.update(1)
+                    print(json.dumps({"config": name, "seed": seed, "variant": variant, "lr": lrs[variant], **out}),
+                          flush=True)
+            raw[name] = res
+            for variant, outs in res.items():
+                paper = {"adam": cfg[5], "flowadam": cfg[6]}.get(variant)
+                table.append(f"| {name} | {variant} | {lrs[variant]:g} | {mean_std([o['rmse'] for o in outs])} | "
+                             f"{'–' if paper is None else paper} | {statistics.mean(o['grad_evals'] for o in outs):.0f} | "
+                             f"{statistics.mean(o['triggers'] for o in outs):.0f} | "
+                             f"{statistics.mean(o['seconds'] for o in outs):.1f} |")
     intro = ("Mean ± std over seeds of the test RMSE on the unobserved, noise-free entries; gradient evaluations "
              "(closure calls), ODE triggers and seconds per run are means. Data, masks and initial factors are "
              "the authors' generator with their seeds; every optimizer has the same coupled L2 "

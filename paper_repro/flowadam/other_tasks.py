@@ -51,6 +51,7 @@ from protocol import (
 )
 
 import rodflow
+from rodflow.progress import progress_bar
 from rodflow.threads import add_threads_argument
 
 
@@ -195,34 +196,36 @@ def main(argv: list[str] | None = None) -> int:
     table = ["| task | variant | metric | ours (mean ± std) | paper | grad evals | ODE triggers | steps to 95 % |",
              "|---|---|---|---|---|---|---|---|"]
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for task in args.tasks:
-        fn, variants, metric, paper = TASKS[task]
-        raw[task] = {v: [] for v in variants}
-        for seed in args.seeds:
-            budget = None
-            for variant in variants:
-                out = fn(seed, variant, args.steps, args.weight_decay, budget)
-                if variant == "flowadam":
-                    budget = out["grad_evals"]
-                raw[task][variant].append(out)
-                print(json.dumps({"task": task, "seed": seed, "variant": variant,
-                                  **{k: v for k, v in out.items() if k not in ("curve", "evals")}}), flush=True)
-        for variant, outs in raw[task].items():
-            vals = [o["metric"] for o in outs]
-            digits = 4 if task != "stiff" else 6
-            hits = [o.get("steps_to_95") for o in outs]
-            reach = "–" if task != "spirals" else (
-                f"{sum(h is not None for h in hits)}/{len(hits)} runs"
-                + (f", median {statistics.median(h for h in hits if h is not None):.0f}"
-                   if any(h is not None for h in hits) else ""))
-            if task == "stiff":
-                cell = f"{statistics.mean(vals):.3g}" + (f" ± {statistics.stdev(vals):.2g}" if len(vals) > 1 else "")
-            else:
-                cell = mean_std(vals, digits)
-            table.append(f"| {task} | {variant} | {metric} | {cell} | {paper.get(variant, '–')} | "
-                         f"{statistics.mean(o['grad_evals'] for o in outs):.0f} | "
-                         f"{statistics.mean(o['triggers'] for o in outs):.0f} | {reach} |")
-            print(table[-1], flush=True)
+    with progress_bar(sum(len(TASKS[t][1]) for t in args.tasks) * len(args.seeds), "flowadam tasks sweep", unit="run") as bar:
+        for task in args.tasks:
+            fn, variants, metric, paper = TASKS[task]
+            raw[task] = {v: [] for v in variants}
+            for seed in args.seeds:
+                budget = None
+                for variant in variants:
+                    out = fn(seed, variant, args.steps, args.weight_decay, budget)
+                    if variant == "flowadam":
+                        budget = out["grad_evals"]
+                    raw[task][variant].append(out)
+                    bar.update(1)
+                    print(json.dumps({"task": task, "seed": seed, "variant": variant,
+                                      **{k: v for k, v in out.items() if k not in ("curve", "evals")}}), flush=True)
+            for variant, outs in raw[task].items():
+                vals = [o["metric"] for o in outs]
+                digits = 4 if task != "stiff" else 6
+                hits = [o.get("steps_to_95") for o in outs]
+                reach = "–" if task != "spirals" else (
+                    f"{sum(h is not None for h in hits)}/{len(hits)} runs"
+                    + (f", median {statistics.median(h for h in hits if h is not None):.0f}"
+                       if any(h is not None for h in hits) else ""))
+                if task == "stiff":
+                    cell = f"{statistics.mean(vals):.3g}" + (f" ± {statistics.stdev(vals):.2g}" if len(vals) > 1 else "")
+                else:
+                    cell = mean_std(vals, digits)
+                table.append(f"| {task} | {variant} | {metric} | {cell} | {paper.get(variant, '–')} | "
+                             f"{statistics.mean(o['grad_evals'] for o in outs):.0f} | "
+                             f"{statistics.mean(o['triggers'] for o in outs):.0f} | {reach} |")
+                print(table[-1], flush=True)
     intro = ("Mean ± std over seeds; gradient evaluations (closure calls) and ODE triggers are means per run. "
              "`adam_matched` runs Adam for as many steps as FlowAdam made gradient evaluations. "
              "Settings of each task are in the script's docstring.")

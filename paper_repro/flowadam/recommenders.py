@@ -37,6 +37,7 @@ import torch
 from protocol import RESULTS, SEEDS, make_optimizer, mean_std, write_results
 
 import rodflow
+from rodflow.progress import progress_bar
 from rodflow.threads import add_threads_argument
 
 LABELS = {"movielens": "MovieLens-100K", "jester_like": "Jester-like (generated stand-in)"}
@@ -145,22 +146,24 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     table = ["| data | variant | test RMSE (mean ± std) | biases only | best epoch | epochs run | grad evals | "
              "ODE triggers |", "|---|---|---|---|---|---|---|---|"]
-    for dataset in args.datasets:
-        res: dict[str, list[dict[str, Any]]] = {"adam": [], "flowadam": []}
-        data = load(dataset)
-        for seed in args.seeds:
-            cache: dict[str, Any] = {}
-            for variant in res:
-                out = run(data, seed, variant, args.rank, args.lr, args.weight_decay, args.epochs, args.patience, cache)
-                res[variant].append(out)
-                print(json.dumps({"data": dataset, "seed": seed, "variant": variant, **out}), flush=True)
-        for variant, outs in res.items():
-            table.append(f"| {LABELS[dataset]} | {variant} | {mean_std([o['rmse'] for o in outs])} | "
-                         f"{mean_std([o['bias_rmse'] for o in outs])} | "
-                         f"{statistics.mean(o['best_epoch'] for o in outs):.0f} | "
-                         f"{statistics.mean(o['epochs'] for o in outs):.0f} | "
-                         f"{statistics.mean(o['grad_evals'] for o in outs):.0f} | "
-                         f"{statistics.mean(o['triggers'] for o in outs):.0f} |")
+    with progress_bar(len(args.datasets) * len(args.seeds) * 2, "recommenders sweep", unit="run") as bar:
+        for dataset in args.datasets:
+            res: dict[str, list[dict[str, Any]]] = {"adam": [], "flowadam": []}
+            data = load(dataset)
+            for seed in args.seeds:
+                cache: dict[str, Any] = {}
+                for variant in res:
+                    out = run(data, seed, variant, args.rank, args.lr, args.weight_decay, args.epochs, args.patience, cache)
+                    res[variant].append(out)
+                    bar.update(1)
+                    print(json.dumps({"data": dataset, "seed": seed, "variant": variant, **out}), flush=True)
+            for variant, outs in res.items():
+                table.append(f"| {LABELS[dataset]} | {variant} | {mean_std([o['rmse'] for o in outs])} | "
+                             f"{mean_std([o['bias_rmse'] for o in outs])} | "
+                             f"{statistics.mean(o['best_epoch'] for o in outs):.0f} | "
+                             f"{statistics.mean(o['epochs'] for o in outs):.0f} | "
+                             f"{statistics.mean(o['grad_evals'] for o in outs):.0f} | "
+                             f"{statistics.mean(o['triggers'] for o in outs):.0f} |")
     intro = ("Test RMSE of biases + rank-20 residual factorization (mean ± std over seeds), each optimizer stopped "
              "early on the validation split and restored to its best epoch; `biases only` is stage 1 alone. "
              "Gradient evaluations (closure calls) and ODE triggers are means over the epochs run.")

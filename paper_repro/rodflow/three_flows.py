@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 import rodflow
 from rodflow import plot
 from rodflow.compare import eos_onset
+from rodflow.progress import track
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tracking import make_problem, markdown  # the sibling script's problem and table writer
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         return out
 
     rows: list[dict[str, str]] = []
-    for name in names:
+    for name in track(names, "three flows sweep"):
         spec = rodflow.optimizer(name, **lrs[name])
         traj = rodflow.iterate(spec, prob.loss_fn, prob.theta0, args.steps, sharpness_every=args.sharpness_every)
         k_star = eos_onset(traj.sharpness, spec.threshold)

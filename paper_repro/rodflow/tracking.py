@@ -30,6 +30,7 @@ import torch
 import rodflow
 from rodflow import plot
 from rodflow.compare import eos_onset
+from rodflow.progress import track
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     args.figures.mkdir(parents=True, exist_ok=True)
     args.results.mkdir(parents=True, exist_ok=True)
-    for name in names:
+    for name in track(names, f"tracking sweep ({args.data})"):
         res = run_one(name, lrs[name], prob, args.steps, args.sharpness_every, args.rtol, args.atol, args.onset,
                       args.lead, not args.skip_zero_start)
         for r in rows_of(res):

@@ -30,6 +30,7 @@ import torch
 from matplotlib.figure import Figure
 
 import rodflow
+from rodflow.progress import progress_bar
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,35 +98,37 @@ def main(argv: list[str] | None = None) -> int:
     fig = Figure(figsize=(11, 3.0 * len(args.lrs)), layout="constrained")
     axes = fig.subplots(len(args.lrs), 2, squeeze=False)
     rows = []
-    for i, lr in enumerate(args.lrs):
-        ax_s, ax_l = axes[i]
-        for j, (name, kw) in enumerate(variants):
-            spec = rodflow.optimizer(name, lr=lr, **kw)
-            label = name if not kw else f"vradam β3={kw['beta3']:g}"
-            r = run(spec, prob, args.steps, args.every, args.seed)
-            row = {"lr": lr, "optimizer": label, "diverged": r["diverged"]}
-            row.update({key: r[key] for key in ("final loss", "max loss ÷ initial", "loss jumps > 50%",
-                                                "late λ(Adam P⁻¹H) ÷ 38", "late λ(own P⁻¹H) ÷ 38", "min η/lr")})
-            rows.append(row)
-            print(json.dumps({**row, "seconds": round(r["seconds"], 1)}), flush=True)
-            color = f"C{j}"
-            ax_s.plot(r["steps"].numpy(), r["adam_p"].numpy(), ".-", color=color, label=f"{label}: Adam's P")
-            if kw:
-                ax_s.plot(r["steps"].numpy(), r["own"].numpy(), ":", color=color, label=f"{label}: own P")
-            ax_l.plot(r["t"].numpy(), r["loss"].numpy(), color=color, lw=1,
-                      label=label + (" (diverged)" if r["diverged"] else ""))
-        ax_s.axhline(38.0, color="k", ls="--", lw=1, label="Adam threshold 38")
-        ax_s.set_ylabel("λ_max(P⁻¹H)")
-        ax_s.set_yscale("log")
-        ax_s.set_title(f"lr {lr:g}: preconditioned sharpness")
-        ax_l.set_yscale("log")
-        ax_l.set_ylabel("training loss (MSE)")
-        ax_l.set_title(f"lr {lr:g}: loss")
-        for ax in (ax_s, ax_l):
-            ax.set_xlabel("step")
-            ax.grid(alpha=0.3)
-        ax_s.legend(fontsize=7)
-        ax_l.legend(fontsize=7)
+    with progress_bar(len(args.lrs) * len(variants), "vradam eos sweep", unit="run") as bar:
+        for i, lr in enumerate(args.lrs):
+            ax_s, ax_l = axes[i]
+            for j, (name, kw) in enumerate(variants):
+                spec = rodflow.optimizer(name, lr=lr, **kw)
+                label = name if not kw else f"vradam β3={kw['beta3']:g}"
+                r = run(spec, prob, args.steps, args.every, args.seed)
+                bar.update(1)
+                row = {"lr": lr, "optimizer": label, "diverged": r["diverged"]}
+                row.update({key: r[key] for key in ("final loss", "max loss ÷ initial", "loss jumps > 50%",
+                                                    "late λ(Adam P⁻¹H) ÷ 38", "late λ(own P⁻¹H) ÷ 38", "min η/lr")})
+                rows.append(row)
+                print(json.dumps({**row, "seconds": round(r["seconds"], 1)}), flush=True)
+                color = f"C{j}"
+                ax_s.plot(r["steps"].numpy(), r["adam_p"].numpy(), ".-", color=color, label=f"{label}: Adam's P")
+                if kw:
+                    ax_s.plot(r["steps"].numpy(), r["own"].numpy(), ":", color=color, label=f"{label}: own P")
+                ax_l.plot(r["t"].numpy(), r["loss"].numpy(), color=color, lw=1,
+                          label=label + (" (diverged)" if r["diverged"] else ""))
+            ax_s.axhline(38.0, color="k", ls="--", lw=1, label="Adam threshold 38")
+            ax_s.set_ylabel("λ_max(P⁻¹H)")
+            ax_s.set_yscale("log")
+            ax_s.set_title(f"lr {lr:g}: preconditioned sharpness")
+            ax_l.set_yscale("log")
+            ax_l.set_ylabel("training loss (MSE)")
+            ax_l.set_title(f"lr {lr:g}: loss")
+            for ax in (ax_s, ax_l):
+                ax.set_xlabel("step")
+                ax.grid(alpha=0.3)
+            ax_s.legend(fontsize=7)
+            ax_l.legend(fontsize=7)
     args.figure.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.figure, dpi=110)
     cols = list(rows[0])

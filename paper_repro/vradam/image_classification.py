@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 import rodflow
+from rodflow.progress import progress_bar
 
 ROOT = Path(__file__).resolve().parents[2]
 SWEEP: dict[str, tuple[float, ...]] = {"adamw": (1e-3, 3e-3, 1e-2, 3e-2, 0.1), "vradam": (1e-3, 3e-3, 1e-2, 3e-2, 0.1),
@@ -106,23 +107,29 @@ def main(argv: list[str] | None = None) -> int:
              "|---|---|---|---|---|"]
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.subplots()
-    for i, name in enumerate(args.optimizers):
-        results = {lr: [run(name, lr, s, data, args.epochs, args.batch, args.weight_decay) for s in args.seeds]
-                   for lr in sweeps[name]}
-        lrs = list(results)
-        vals = [[r["val"] for r in results[lr]] for lr in lrs]
-        ax.errorbar(lrs, [statistics.mean(v) for v in vals],
-                    yerr=[statistics.stdev(v) if len(v) > 1 else 0.0 for v in vals], marker="o", capsize=3,
-                    color=f"C{i}", label=f"{name} (validation)")
-        best = max(results, key=lambda lr: statistics.mean(r["val"] for r in results[lr]))
-        tests = [r["test"] for r in results[best]]
-        spread = f" ± {statistics.stdev(tests):.4f}" if len(tests) > 1 else ""
-        sweep = ", ".join(f"{lr:g}: {statistics.mean(r['val'] for r in rs):.4f}" for lr, rs in results.items())
-        lines.append(f"| {name} | {best:g} | {statistics.mean(tests):.4f}{spread} | "
-                     f"{statistics.mean(r['val'] for r in results[best]):.4f} | {sweep} |")
-        ax.plot([best], [statistics.mean(tests)], marker="*", ms=12, color=f"C{i}", ls="none",
-                label=f"{name} test at chosen lr")
-        print(lines[-1], flush=True)
+    total = sum(len(sweeps[n]) for n in args.optimizers) * len(args.seeds)
+    with progress_bar(total, "image classification sweep", unit="run") as bar:
+        for i, name in enumerate(args.optimizers):
+            results: dict[float, list[dict[str, Any]]] = {}
+            for lr in sweeps[name]:
+                for s in args.seeds:
+                    out = run(name, lr, s, data, args.epochs, args.batch, args.weight_decay)
+                    results.setdefault(lr, []).append(out)
+                    bar.update(1)
+            lrs = list(results)
+            vals = [[r["val"] for r in results[lr]] for lr in lrs]
+            ax.errorbar(lrs, [statistics.mean(v) for v in vals],
+                        yerr=[statistics.stdev(v) if len(v) > 1 else 0.0 for v in vals], marker="o", capsize=3,
+                        color=f"C{i}", label=f"{name} (validation)")
+            best = max(results, key=lambda lr: statistics.mean(r["val"] for r in results[lr]))
+            tests = [r["test"] for r in results[best]]
+            spread = f" ± {statistics.stdev(tests):.4f}" if len(tests) > 1 else ""
+            sweep = ", ".join(f"{lr:g}: {statistics.mean(r['val'] for r in rs):.4f}" for lr, rs in results.items())
+            lines.append(f"| {name} | {best:g} | {statistics.mean(tests):.4f}{spread} | "
+                         f"{statistics.mean(r['val'] for r in results[best]):.4f} | {sweep} |")
+            ax.plot([best], [statistics.mean(tests)], marker="*", ms=12, color=f"C{i}", ls="none",
+                    label=f"{name} test at chosen lr")
+            print(lines[-1], flush=True)
     ax.set_xscale("log")
     ax.set_xlabel("peak learning rate")
     ax.set_ylabel("accuracy")

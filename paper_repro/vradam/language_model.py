@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 import rodflow
+from rodflow.progress import progress_bar
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,17 +111,21 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["| optimizer | lr | validation perplexity (mean ± std) | seeds |", "|---|---|---|---|"]
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.subplots()
-    for i, name in enumerate(("adamw", "vradam")):
-        means, stds = [], []
-        for lr in args.lrs:
-            ppl = [run(name, lr, s, data[:cut], data[cut:], len(chars), args) for s in args.seeds]
-            std = statistics.stdev(ppl) if len(ppl) > 1 else 0.0
-            means.append(statistics.mean(ppl))
-            stds.append(std)
-            spread = f" ± {std:.3f}" if len(ppl) > 1 else ""
-            lines.append(f"| {name} | {lr:g} | {statistics.mean(ppl):.3f}{spread} | {len(ppl)} |")
-            print(lines[-1], flush=True)
-        ax.errorbar(args.lrs, means, yerr=stds, marker="o", capsize=3, color=f"C{i}", label=name)
+    with progress_bar(2 * len(args.lrs) * len(args.seeds), "language model sweep", unit="run") as bar:
+        for i, name in enumerate(("adamw", "vradam")):
+            means, stds = [], []
+            for lr in args.lrs:
+                ppl: list[float] = []
+                for s in args.seeds:
+                    ppl.append(run(name, lr, s, data[:cut], data[cut:], len(chars), args))
+                    bar.update(1)
+                std = statistics.stdev(ppl) if len(ppl) > 1 else 0.0
+                means.append(statistics.mean(ppl))
+                stds.append(std)
+                spread = f" ± {std:.3f}" if len(ppl) > 1 else ""
+                lines.append(f"| {name} | {lr:g} | {statistics.mean(ppl):.3f}{spread} | {len(ppl)} |")
+                print(lines[-1], flush=True)
+            ax.errorbar(args.lrs, means, yerr=stds, marker="o", capsize=3, color=f"C{i}", label=name)
     ax.set_xscale("log")
     ax.set_xlabel("peak learning rate")
     ax.set_ylabel("validation perplexity per character")

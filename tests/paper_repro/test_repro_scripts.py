@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import sys
 from pathlib import Path
 
@@ -62,3 +63,29 @@ def test_other_scripts_tiny(tmp_path, script):
         out = tmp_path / "v.md"
     assert mod.main(args) == 0
     assert "Config:" in out.read_text()
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_sweep_shows_one_bar_on_a_terminal_and_none_in_a_log(tmp_path, monkeypatch):
+    from rodflow import progress
+
+    eos = _load("paper_repro/eos/sharpness.py")
+    eos.RUNS = [("gd", {"lr": 1.0}), ("adam", {"lr": 0.01})]
+    args = ["--data", "digits", "--n", "32", "--width", "4", "--steps", "6", "--every", "3",
+            "--results", str(tmp_path / "r.md"), "--figures", str(tmp_path)]
+    monkeypatch.delenv("RODFLOW_PROGRESS", raising=False)
+    monkeypatch.setattr(progress, "MININTERVAL", 0.0)
+    tty = _Tty()
+    monkeypatch.setattr("sys.stderr", tty)
+    assert eos.main(args) == 0
+    text = tty.getvalue()
+    assert "eos sharpness sweep" in text and "2/2" in text
+    assert "iterate gd" in text  # each run's own bar, under the sweep's
+    log = io.StringIO()
+    monkeypatch.setattr("sys.stderr", log)
+    assert eos.main(args) == 0
+    assert log.getvalue() == ""
