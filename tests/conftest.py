@@ -2,8 +2,43 @@
 
 from __future__ import annotations
 
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def sigkill_after_rows(script: str, path: pathlib.Path, rows: int, timeout: float = 60.0) -> tuple[int, int]:
+    """Run ``python -c script path`` (single-threaded, rodflow importable), and kill it with SIGKILL as soon
+    as the trajectory it writes at ``path`` reads back with at least ``rows`` rows (``timeout`` seconds at
+    most). Returns the rows seen before the kill and the child's return code."""
+    import rodflow
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", script, str(path)], env=env, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    try:
+        seen, deadline = 0, time.monotonic() + timeout
+        while seen < rows and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+            try:
+                seen = len(rodflow.Trajectory.load(path, lazy=True)) if path.exists() else 0
+            except ValueError:
+                seen = 0  # the file is created but its datasets are not yet there
+        assert seen >= rows, proc.stderr.read().decode() if proc.poll() is not None else "no rows in time"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
+    return seen, proc.returncode
 
 
 @pytest.fixture(autouse=True)

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import pathlib
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 import warnings
 
 import pytest
@@ -17,8 +11,7 @@ from torch import nn
 
 import rodflow
 from rodflow.adapters import spec_from_config, spec_of
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.conftest import sigkill_after_rows
 
 # (torch.optim class or rodflow optimizer, keyword arguments, registry name the record must carry)
 MAPPED = [
@@ -196,22 +189,7 @@ _KILLED_LOOP = textwrap.dedent("""
 
 def test_a_recording_killed_with_sigkill_keeps_its_committed_rows(tmp_path):
     path = tmp_path / "killed.h5"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_LOOP, str(path)], env=env, stderr=subprocess.PIPE)
-    try:
-        seen, deadline = 0, time.monotonic() + 60
-        while seen < 30 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-            try:
-                seen = len(rodflow.Trajectory.load(path, lazy=True)) if path.exists() else 0
-            except ValueError:
-                seen = 0  # created, datasets not yet there
-        assert seen >= 30, proc.stderr.read().decode() if proc.poll() is not None else "no rows in time"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stderr.close()
+    seen, _ = sigkill_after_rows(_KILLED_LOOP, path, 30)
     back = rodflow.Trajectory.load(path)
     assert len(back) >= seen and len(back) % 5 == 0 and not back.complete
     assert back.t.tolist() == list(range(len(back)))

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import re
 import signal
-import subprocess
-import sys
 import textwrap
 import threading
-import time
 
 import h5py
 import numpy as np
@@ -20,8 +16,7 @@ import torch
 
 import rodflow
 from rodflow import trajectory as store
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.conftest import sigkill_after_rows
 
 
 def _assert_same(a, b):
@@ -226,25 +221,8 @@ _KILLED_WRITER = textwrap.dedent("""
 
 def test_a_run_killed_with_sigkill_keeps_its_committed_rows(tmp_path, small_mlp):
     path = tmp_path / "killed.h5"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(path)], env=env, stderr=subprocess.PIPE)
-    try:
-        seen = 0
-        deadline = time.monotonic() + 60
-        while seen < 40 and time.monotonic() < deadline:
-            time.sleep(0.05)
-            if path.exists():
-                try:
-                    seen = len(rodflow.Trajectory.load(path, lazy=True))
-                except ValueError:
-                    seen = 0  # the file is created but its datasets are not yet there
-        assert seen >= 40, proc.stderr.read().decode() if proc.poll() is not None else "no rows in time"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    seen, returncode = sigkill_after_rows(_KILLED_WRITER, path, 40)
+    assert returncode == -signal.SIGKILL
     back = rodflow.Trajectory.load(path)
     assert len(back) >= seen and len(back) % 5 == 0 and not back.complete
     ref = rodflow.iterate(rodflow.optimizer("adam", lr=1e-2), small_mlp.loss_fn, small_mlp.theta0, len(back) - 1)
