@@ -6,9 +6,12 @@ the onset of sustained EoS k*. For each flow (stable and rod, first and second o
 setting: gradient evaluations per modelled step (a Hessian-vector product of the rod's linear
 response counts as one), wall time ÷ the discrete run, and the EoS-window phase-free distance to
 the iterates, with its deviation from the tight-tolerance solve of the same flow (dopri5 at
-1e-8/1e-11) — a cheap setting counts only when it stays within 10 % of that. Usage::
+1e-8/1e-11; for the delay forms the trapezoidal rule at h = 1/64) — a cheap setting counts only
+when it stays within 10 % of that. Flows: ``rod2`` (the default rod: the delay form),
+``rod2lb`` (the look-behind ODE), ``stable2`` (look-behind), ``stable2d`` (delay), ``rod1``,
+``stable1``. Usage::
 
-    python benchmarks/flows.py [--steps 300] [--seed 0] [--optimizers gd,adam] [--flows rod2,stable2]
+    python benchmarks/flows.py [--steps 300] [--seed 0] [--optimizers gd,adam] [--flows rod2,rod2lb,stable2]
 """
 
 from __future__ import annotations
@@ -30,8 +33,12 @@ SOLVERS = [("dopri5", {"rtol": 1e-5, "atol": 1e-8}, None),
            ("rk4", {}, {"step_size": 1.0}),
            ("midpoint", {}, {"step_size": 1.0}),
            ("midpoint", {}, {"step_size": 0.5})]
+#: The delay forms: the trapezoidal rule at its steps (the first is the tight solve).
+DELAY_TIGHT = ("trapezoid", {}, {"step_size": 1 / 64})
+DELAY_SOLVERS = [("trapezoid", {}, {"step_size": h}) for h in (1 / 2, 1 / 4, 1 / 8)]
 FLOWS = {"stable1": ("stable", {"order": 1}), "stable2": ("stable", {"order": 2}),
-         "rod1": ("rod", {"order": 1}), "rod2": ("rod", {})}
+         "stable2d": ("stable", {"order": 2, "form": "delay"}),
+         "rod1": ("rod", {"order": 1}), "rod2": ("rod", {}), "rod2lb": ("rod", {"form": "look_behind"})}
 HP = {"gd": {"lr": 1.0}, "adam": {"lr": 1e-2}, "nesterov": {"lr": 0.25, "momentum": 0.9}}
 
 
@@ -40,7 +47,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--optimizers", default="gd,adam")
-    parser.add_argument("--flows", default="rod2,stable2")
+    parser.add_argument("--flows", default="rod2,rod2lb,stable2,stable2d")
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.simplefilter("ignore", rodflow.flows.base.TransientWarning)
@@ -58,7 +65,8 @@ def main() -> None:
             kind, kw = FLOWS[tag]
             make = rodflow.stable_flow if kind == "stable" else rodflow.rod_flow
             ref = None
-            for method, tol, options in [TIGHT, *SOLVERS]:
+            delay = kw.get("form", "delay" if kind == "rod" and kw.get("order", 2) == 2 else None) == "delay"
+            for method, tol, options in [DELAY_TIGHT, *DELAY_SOLVERS] if delay else [TIGHT, *SOLVERS]:
                 flow = make(spec, prob.loss_fn, **kw)
                 t0 = time.perf_counter()
                 try:

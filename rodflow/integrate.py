@@ -1,9 +1,22 @@
-"""The one integrator: every ODE in rodflow (flows, fits, FlowAdam's runtime solve) goes through here.
+r"""The one integrator: every ODE in rodflow (flows, fits, FlowAdam's runtime solve) goes through here.
 
 :func:`integrate` wraps :func:`torchdiffeq.odeint` with three additions: optional elementwise
 clipping of the vector field, solver statistics (field evaluations, accepted and rejected steps),
 and failure handling that raises :class:`IntegrationError` (non-finite state, step-size
 underflow, too many steps) instead of an ``AssertionError`` deep inside the solver.
+
+With ``delay=τ`` it solves the delay equation
+
+.. math::
+
+    \dot y(t) = f\big(t - τ, y(t - τ)\big) + g\big(t, y(t)\big)
+
+(``f`` the field, ``g`` the optional ``instant`` part) by the explicit trapezoidal rule on a grid
+of step ``h = τ/k``: ``y_{n+1} = y_n + ½h[f_{n−k} + f_{n+1−k}] + h g_n`` with ``f_j = f(t_j, y_j)``.
+Both delayed values are already known, so a step costs one evaluation of ``f``; the delayed part
+is second-order accurate in ``h``. The past ``y(t₀ − s)`` (``0 < s ≤ τ``) is the tangent
+``y₀ − s f(t₀, y₀)`` (``history="tangent"``) or ``y₀`` (``"constant"``). torchdiffeq has no delay
+solver; this scheme is the integrator's own (see ``docs/flows.md`` for why the rod flows use it).
 """
 
 from __future__ import annotations
@@ -20,7 +33,7 @@ from torchdiffeq._impl.solvers import AdaptiveStepsizeODESolver
 
 from .progress import enabled, progress_bar
 
-__all__ = ["FIXED_STEP_METHODS", "METHODS", "IntegrationError", "IntegrationResult", "SolverStats",
+__all__ = ["DELAY_METHODS", "FIXED_STEP_METHODS", "HISTORIES", "METHODS", "IntegrationError", "IntegrationResult", "SolverStats",
            "integrate"]
 
 State = Tensor | tuple[Tensor, ...]
@@ -33,6 +46,11 @@ ADAPTIVE_METHODS = tuple(n for n, c in _SOLVERS.items() if issubclass(c, Adaptiv
 FIXED_STEP_METHODS = tuple(n for n in _SOLVERS if n not in ADAPTIVE_METHODS)
 #: Methods accepted by :func:`integrate`: torchdiffeq's solver table, by its names.
 METHODS = ADAPTIVE_METHODS + FIXED_STEP_METHODS
+
+#: Methods for a delay equation (``integrate(..., delay=τ)``): the explicit trapezoidal rule.
+DELAY_METHODS = ("trapezoid",)
+#: The past of a delay equation before ``t₀``: the tangent ``y₀ + (t − t₀)f(t₀, y₀)`` or ``y₀``.
+HISTORIES = ("tangent", "constant")
 
 #: Step attempts allowed by default (``options={"max_num_steps": n}`` changes it).
 MAX_NUM_STEPS = 1_000_000
@@ -151,6 +169,9 @@ def integrate(
     clip: float | None = None,
     check_finite: bool = True,
     progress: bool | None = None,
+    delay: float | None = None,
+    instant: Field | None = None,
+    history: str = "tangent",
 ) -> IntegrationResult:
     """Solve ``dy/dt = field(t, y)`` from ``y(t[0]) = y0`` and return ``y`` at every time in ``t``.
 
@@ -170,6 +191,12 @@ def integrate(
         check_finite: raise :class:`IntegrationError` if a returned state is not finite.
         progress: a bar on stderr in flow time, with the current step size and field evaluations
             (``None``: only when stderr is a terminal; see :mod:`rodflow.progress`).
+        delay: solve the delay equation ``dy/dt = field(t − τ, y(t − τ)) + instant(t, y(t))`` with
+            ``τ = delay`` instead (method ``"trapezoid"``, ``options={"step_size": h}`` with ``τ/h``
+            a whole number, default ``h = τ``; every time in ``t`` must lie on the grid of ``h``).
+        instant: the delay equation's undelayed part (``None``: none; it may return ``None`` where it
+            vanishes); only with ``delay``.
+        history: the delay equation's past before ``t[0]`` (:data:`HISTORIES`).
 
     Raises:
         IntegrationError: non-finite state, step-size underflow or ``max_num_steps`` exceeded.
@@ -180,6 +207,13 @@ def integrate(
     >>> abs(res.ys[-1].item() - 0.36787944117) < 1e-7
     True
     """
+    if delay is not None:
+        if method == "dopri5":  # the default
+            method = "trapezoid"
+        return _integrate_delay(field, y0, t, delay=delay, method=method, options=options, clip=clip,
+                                check_finite=check_finite, progress=progress, instant=instant, history=history)
+    if instant is not None:
+        raise ValueError("instant: only a delay equation (delay=τ) has an undelayed part")
     if method not in METHODS:
         raise ValueError(f"method: unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if clip is not None and not clip > 0:
@@ -218,6 +252,101 @@ def integrate(
             _raise_from_assert(err, stats)
     if check_finite and not _all_finite(ys):
         raise IntegrationError("integrate: the solution is not finite", stats)
+    return IntegrationResult(ys=ys, t=t, stats=stats)
+
+
+def _add(y: State, *terms: tuple[float, State]) -> State:
+    """``y + Σ c·d`` over ``(c, d)`` in ``terms``, for a tensor or a tuple state."""
+    if isinstance(y, Tensor):
+        out = y
+        for c, d in terms:
+            out = out + c * d  # type: ignore[operator]
+        return out
+    parts = list(y)
+    for c, d in terms:
+        parts = [a + c * b for a, b in zip(parts, d)]
+    return tuple(parts)
+
+
+def _clipped(dy: State, clip: float | None) -> State:
+    if clip is None:
+        return dy
+    return dy.clamp(-clip, clip) if isinstance(dy, Tensor) else tuple(d.clamp(-clip, clip) for d in dy)
+
+
+def _integrate_delay(field: Field, y0: State, t: Tensor | Any, *, delay: float, method: str,
+                     options: dict[str, Any] | None, clip: float | None, check_finite: bool,
+                     progress: bool | None, instant: Field | None, history: str) -> IntegrationResult:
+    """The explicit trapezoidal rule for ``dy/dt = field(t − τ, y(t − τ)) + instant(t, y)`` (module docstring)."""
+    if method not in DELAY_METHODS:
+        raise ValueError(f"method: a delay equation is solved by {', '.join(DELAY_METHODS)}, got {method!r}")
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay > 0 or not delay < float("inf"):
+        raise ValueError(f"delay must be a positive number, got {delay!r}")
+    if history not in HISTORIES:
+        raise ValueError(f"history must be one of {HISTORIES}, got {history!r}")
+    if not callable(field):
+        raise TypeError("field must be callable as field(t, y)")
+    if instant is not None and not callable(instant):
+        raise TypeError("instant must be callable as instant(t, y)")
+    if clip is not None and not clip > 0:
+        raise ValueError(f"clip must be positive, got {clip!r}")
+    opts = dict(options or {})
+    h = opts.pop("step_size", delay)
+    max_steps = opts.pop("max_num_steps", MAX_NUM_STEPS)
+    if opts:
+        raise ValueError(f"options: the trapezoidal rule takes step_size and max_num_steps, got {sorted(opts)}")
+    if isinstance(h, bool) or not isinstance(h, int | float) or not h > 0:
+        raise ValueError(f"options['step_size'] must be a positive number, got {h!r}")
+    k = round(delay / h)
+    if k < 1 or abs(k * h - delay) > 1e-9 * delay:
+        raise ValueError(f"options['step_size']: the delay {delay} must be a whole number of steps, got h = {h}")
+    ref = y0 if isinstance(y0, Tensor) else y0[0]
+    t = torch.as_tensor(t, dtype=ref.dtype if ref.is_floating_point() else None, device=ref.device)
+    if t.ndim != 1 or t.numel() < 2:
+        raise ValueError(f"t must be a 1-d tensor of at least two times, got shape {tuple(t.shape)}")
+    t0 = float(t[0])
+    grid = (t - t0) / h
+    nodes = grid.round()
+    if bool((nodes.diff() <= 0).any()) or bool(((grid - nodes).abs() > 1e-6).any()):
+        raise ValueError(f"t: the times must increase and lie on the grid t[0] + n·h (h = {h})")
+    stats = SolverStats()
+    if not _all_finite(y0):
+        raise IntegrationError("integrate: y0 is not finite", stats)
+    wanted = {int(n): i for i, n in enumerate(nodes.tolist())}
+    n_last = int(nodes[-1])
+    if n_last > max_steps:
+        raise IntegrationError(f"integrate: max_num_steps exceeded ({n_last} steps of h = {h} wanted, "
+                               f"{max_steps} allowed)", stats)
+
+    def f(tt: float, y: State) -> State:
+        stats.nfe += 1
+        return _clipped(field(torch.tensor(tt, dtype=t.dtype), y), clip)
+
+    f0 = f(t0, y0)
+    past = [f(t0 - j * h, y0 if history == "constant" else _add(y0, (-j * h, f0))) for j in range(k, 0, -1)]
+    past.append(f0)  # f at the nodes n − k … n
+    out: list[State] = [y0]
+    y = y0
+    with progress_bar(float(t[-1]) - t0, f"integrate ({method}, delay {delay:g})", progress=progress,
+                      unit="t") as bar:
+        for n in range(n_last):
+            tn = t0 + n * h
+            terms = [(0.5 * h, past[0]), (0.5 * h, past[1])]
+            g = None if instant is None else instant(torch.tensor(tn, dtype=t.dtype), y)
+            if g is not None:  # an instant part may be absent at times (``None``)
+                terms.append((h, _clipped(g, clip)))
+            y = _add(y, *terms)
+            stats.n_steps += 1
+            if n + 1 in wanted:
+                out.append(y)
+            if n + 1 < n_last:
+                past = [*past[1:], f(tn + h, y)]
+            bar.update(h)
+            bar.set_postfix(h=f"{h:.3g}", nfe=stats.nfe, refresh=False)
+            if check_finite and not _all_finite(y):
+                raise IntegrationError(f"integrate: the solution is not finite at t = {tn + h:.6g}", stats)
+    ys: State = torch.stack(out) if isinstance(y0, Tensor) else tuple(  # type: ignore[arg-type]
+        torch.stack([o[i] for o in out]) for i in range(len(y0)))
     return IntegrationResult(ys=ys, t=t, stats=stats)
 
 

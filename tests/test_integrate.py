@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import numpy as np
 import pytest
 import scipy.integrate
@@ -9,7 +12,7 @@ import scipy.linalg
 import torch
 
 import rodflow
-from rodflow.integrate import IntegrationError
+from rodflow.integrate import IntegrationError, integrate
 
 
 def _van_der_pol(t, y, mu=2.0):
@@ -171,3 +174,71 @@ def test_progress_bar_in_flow_time(monkeypatch):
     monkeypatch.setattr("sys.stderr", quiet)
     rodflow.integrate(lambda t, y: -y, torch.ones(1, dtype=torch.float64), t, progress=False)
     assert quiet.getvalue() == ""
+
+
+# ---------------------------------------------------------------------- delay equations
+def _delayed_exponential(t: float, a: float, tau: float) -> float:
+    """``y' = a·y(t − τ)`` with ``y = 1`` on ``[−τ, 0]``: ``Σ_j aʲ(t − (j − 1)τ)ʲ/j!`` over ``(j − 1)τ ≤ t``
+    (the method of steps in closed form)."""
+    return sum(a**j * (t - (j - 1) * tau) ** j / math.factorial(j) for j in range(int(t // tau) + 2))
+
+
+@pytest.mark.parametrize("a", [-1.7, 0.8])
+def test_delay_equation_against_its_closed_form_at_second_order(a):
+    tau = 0.5
+    t = torch.linspace(0.0, 3.0, 7, dtype=torch.float64)
+    exact = torch.tensor([_delayed_exponential(float(s), a, tau) for s in t], dtype=torch.float64)
+    errors = []
+    for h in (tau / 4, tau / 8, tau / 16):
+        res = integrate(lambda s, y: a * y, torch.ones(1, dtype=torch.float64), t, delay=tau, history="constant",
+                        options={"step_size": h})
+        errors.append(float((res.ys[:, 0] - exact).abs().max()))
+        assert res.stats.n_steps == round(3.0 / h)
+        assert res.stats.nfe == round(3.0 / h) + round(tau / h)  # one per step, k for the past, none after the end
+    assert errors[-1] < 5e-4
+    for coarse, fine in itertools.pairwise(errors):
+        assert 3.6 < coarse / fine < 4.4  # second order
+
+
+def test_delay_equation_tuple_state_instant_part_and_tangent_history():
+    """``x' = −y(t − τ)``, ``y' = x(t − τ) + c·y(t)``: each entry of a tuple state is stepped, the instant
+    part is added at the current state (explicit Euler: first order), and with τ → its refinement the
+    solution converges to scipy's solve_ivp of the same system with a small delay."""
+    from scipy.integrate import solve_ivp
+
+    c = -0.3
+    field = lambda s, y: (-y[1], y[0])  # noqa: E731
+    instant = lambda s, y: (torch.zeros_like(y[0]), c * y[1])  # noqa: E731
+    y0 = (torch.tensor([1.0], dtype=torch.float64), torch.tensor([0.0], dtype=torch.float64))
+    t = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)
+    tau = 1e-3
+    res = integrate(field, y0, t, delay=tau, instant=instant, options={"step_size": tau})
+    ref = solve_ivp(lambda s, z: [-z[1], z[0] + c * z[1]], (0.0, 2.0), [1.0, 0.0], t_eval=[1.0, 2.0],
+                    rtol=1e-12, atol=1e-12)
+    for i in (0, 1):
+        np.testing.assert_allclose(res.ys[i][1:, 0].numpy(), ref.y[i], atol=3e-3)
+    # the tangent history: y(−s) = y₀ − s·f(t₀, y₀) makes a linear solution exact
+    lin = integrate(lambda s, y: torch.ones_like(y), torch.zeros(2, dtype=torch.float64), t, delay=0.5)
+    torch.testing.assert_close(lin.ys[:, 0], t, rtol=0, atol=1e-15)
+
+
+def test_delay_equation_bad_arguments():
+    f = lambda s, y: -y  # noqa: E731
+    y0 = torch.ones(2, dtype=torch.float64)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    with pytest.raises(ValueError, match="step_size"):
+        integrate(f, y0, t, delay=0.5, options={"step_size": 0.3})
+    with pytest.raises(ValueError, match="grid"):
+        integrate(f, y0, torch.tensor([0.0, 0.7], dtype=torch.float64), delay=0.5)
+    with pytest.raises(ValueError, match="method"):
+        integrate(f, y0, t, delay=0.5, method="rk4")
+    with pytest.raises(ValueError, match="delay"):
+        integrate(f, y0, t, delay=-1.0)
+    with pytest.raises(ValueError, match="history"):
+        integrate(f, y0, t, delay=0.5, history="zero")
+    with pytest.raises(ValueError, match="instant"):
+        integrate(f, y0, t, instant=f)
+    with pytest.raises(ValueError, match="options"):
+        integrate(f, y0, t, delay=0.5, options={"rtol": 1e-3})
+    with pytest.raises(IntegrationError, match="not finite"):
+        integrate(lambda s, y: y * 1e300, y0, torch.tensor([0.0, 10.0], dtype=torch.float64), delay=0.5)

@@ -9,10 +9,15 @@ no flow follows). Per variant: pre-EoS and EoS mean/max distance, parity and pha
 (:mod:`rodflow.compare`), centre-to-midpoint distance, amplitude error, onset of the oscillation
 against the iterates', gradient evaluations per modelled step.
 
-Variants: ``stable1``/``stable2`` (the stable flow, order 1 / look-behind order 2), ``rod1``
-(first-order rod with the seven-point fit and the roundoff floor), ``rod2`` (the default rod:
-look-behind, seven-point fit, roundoff floor) and ``rod1_legacy`` (first order, three-point fit,
-floor 10⁻¹⁰: the first release's rod).
+Variants: ``stable1``/``stable2``/``stable2d`` (the stable flow: order 1, the look-behind ODE of
+order 2, the delay form of order 2), ``rod1`` (first-order rod with the seven-point fit and the
+roundoff floor), ``rod2`` (the default rod: the delay form, seven-point fit, roundoff floor, the
+trapezoidal rule at h = ½), ``rod2_fine`` (the same at h = 1/16: how far the default step is from
+a converged solve), ``rod2_lookbehind`` (the look-behind ODE with its truncation limiter, the
+previous default) and ``rod1_legacy`` (first order, three-point fit, floor 10⁻¹⁰: the first
+release's rod). The second-order ratios divide the *closer* of the two second-order stable flows
+by the rod. ``--method/--rtol/--atol`` apply to the ODE variants; the delay forms use the
+trapezoidal rule at the step given in :data:`STEPS`.
 
 Each finished case is appended to ``results/fidelity_<tag>.jsonl`` at once (an interrupted sweep
 keeps what it computed and ``--resume`` skips it); the markdown table and figure are rebuilt from
@@ -50,7 +55,12 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "stable1": ("stable", {"order": 1}),
     "stable2": ("stable", {"order": 2}),
     "rod1": ("rod", {"order": 1, "init": "7pt", "floor": "roundoff"}),
-    "rod2": ("rod", {}),  # the defaults
+    "rod2": ("rod", {}),  # the defaults (the delay form)
+    "rod2_fine": ("rod", {}),  # the defaults at a step of 1/16 (STEPS)
+    "rod2_h2": ("rod", {}),  # the defaults at a step of 1/2 (STEPS)
+    "rod2_h4": ("rod", {}),  # the defaults at a step of 1/4 (STEPS)
+    "stable2d": ("stable", {"order": 2, "form": "delay"}),
+    "rod2_lookbehind": ("rod", {"form": "look_behind"}),  # the previous default (limiter "truncate")
     "rod1_legacy": ("rod", {"order": 1, "init": "3pt", "floor": 1e-10}),
     # ablations of the default (for choosing it; not in the default list)
     "rod2_3pt": ("rod", {"init": "3pt"}),
@@ -61,7 +71,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "rod2r": ("rod", {"limiter": "truncate_relative"}),
     "rod2_nolimiter": ("rod", {"limiter": None}),
 }
-DEFAULT_VARIANTS = ("stable1", "stable2", "rod1", "rod2", "rod1_legacy")
+DEFAULT_VARIANTS = ("stable1", "stable2", "stable2d", "rod1", "rod2", "rod2_fine", "rod2_lookbehind")
+#: Steps of the delay forms' trapezoidal rule, where not the default ½.
+STEPS = {"rod2_fine": 1 / 16, "rod2_h2": 1 / 2, "rod2_h4": 1 / 4}
 OPTIMIZERS = ("gd", "heavy_ball", "nesterov", "scalar_rmsprop", "rmsprop", "scalar_adam", "adam", "scalar_nadam",
               "nadam")
 #: Steps of the adaptive methods' start-up transient that no flow starts in.
@@ -103,9 +115,12 @@ def run_case(data: str, seed: int, name: str, hp: dict[str, Any], n: int, width:
         make = rodflow.stable_flow if kind == "stable" else rodflow.rod_flow
         flow = make(spec, prob.loss_fn, **kw)
         t0 = time.perf_counter()
+        if flow.form == "delay":
+            how: dict[str, Any] = {"options": {"step_size": STEPS[tag]} if tag in STEPS else None}
+        else:
+            how = {"method": method, "rtol": rtol, "atol": atol, "options": {"max_num_steps": 40 * (steps - start)}}
         try:
-            sol = flow.solve(traj, start=start, method=method, rtol=rtol, atol=atol,
-                             options={"max_num_steps": 40 * (steps - start)})
+            sol = flow.solve(traj, start=start, **how)
         except rodflow.IntegrationError as err:
             row["variants"][tag] = {"failed": str(err)[:200], "grad_evals": flow.nfe_grad}
             continue
@@ -151,27 +166,37 @@ def report(rows: list[dict[str, Any]], out_md: Path, out_png: Path | None, comma
 
         cells = [r["data"], str(r["seed"]), r["optimizer"], _f(r["hyperparameters"].get("lr")), _f(r["k_star"]),
                  str(r["start"])]
-        ratio_pf = {o: _ratio(get(f"stable{o}", "eos_window_phase_free_distance"),
+        def stable(order: int, key: str) -> Any:
+            """The closer stable flow of this order (order 2: look-behind or delay form)."""
+            got = [x for t in ((f"stable{order}", "stable2d") if order == 2 else ("stable1",))
+                   if isinstance(x := get(t, key), float) and math.isfinite(x)]
+            return min(got) if got else None
+
+        ratio_pf = {o: _ratio(stable(o, "eos_window_phase_free_distance"),
                               get(f"rod{o}", "eos_window_phase_free_distance")) for o in (1, 2)}
-        ratio_par = {o: _ratio(get(f"stable{o}", "eos_mean_distance"), get(f"rod{o}", "eos_mean_distance"))
+        ratio_par = {o: _ratio(stable(o, "eos_mean_distance"), get(f"rod{o}", "eos_mean_distance"))
                      for o in (1, 2)}
+        fine = get("rod2_fine", "eos_window_phase_free_distance")
+        dev = _ratio(abs(get("rod2", "eos_window_phase_free_distance") - fine), fine) if fine else math.nan
         metric_rows.append({"case": f"{r['data']}/{r['seed']}/{r['optimizer']}", "ratio_pf2": ratio_pf[2],
-                            "ratio_pf1": ratio_pf[1], "ratio_par2": ratio_par[2]})
-        cells += [_f(get("stable2", "eos_window_phase_free_distance")), _f(get("rod2", "eos_window_phase_free_distance")),
+                            "ratio_pf1": ratio_pf[1], "ratio_par2": ratio_par[2], "dev": dev,
+                            "onset": (get("rod2", "onset_flow"), get("rod2", "onset_iterates"), r["steps"])})
+        cells += [_f(stable(2, "eos_window_phase_free_distance")), _f(get("rod2", "eos_window_phase_free_distance")),
                   _f(ratio_pf[2], 3), _f(ratio_par[2], 3),
                   _f(get("stable1", "eos_window_phase_free_distance")), _f(get("rod1", "eos_window_phase_free_distance")),
                   _f(ratio_pf[1], 3), _f(ratio_par[1], 3),
-                  _f(get("rod1_legacy", "eos_window_phase_free_distance")),
+                  _f(get("rod2_lookbehind", "eos_window_phase_free_distance")),
                   _f(get("stable2", "pre_eos_mean_distance")), _f(get("rod2", "pre_eos_mean_distance")),
                   f"{_f(get('rod2', 'onset_flow'))} / {_f(get('rod2', 'onset_iterates'))}",
                   _f(get("rod2", "eos_mean_amplitude_error")), _f(get("rod2", "eos_mean_centre_distance")),
                   _f(get("stable2", "grad_evals_per_step"), 3), _f(get("rod2", "grad_evals_per_step"), 3),
+                  _f(100 * dev, 2) + "%" if math.isfinite(dev) else "–",
                   "; ".join(f"{t}: {v[t]['failed'][:60]}" for t in v if "failed" in v[t]) or "–"]
         lines.append("| " + " | ".join(cells) + " |")
-    cols = [*head, "stable2 EoS pf", "rod2 EoS pf", "ratio pf (2)", "ratio parity (2)", "stable1 EoS pf",
-                   "rod1 EoS pf", "ratio pf (1)", "ratio parity (1)", "legacy rod EoS pf", "stable2 pre", "rod2 pre",
-                   "onset rod2 / iterates", "rod2 amp err", "rod2 centre dist", "grads/step stable2",
-                   "grads/step rod2", "failures"]
+    cols = [*head, "best stable2 EoS pf", "rod2 EoS pf", "ratio pf (2)", "ratio parity (2)", "stable1 EoS pf",
+                   "rod1 EoS pf", "ratio pf (1)", "ratio parity (1)", "look-behind rod2 EoS pf", "stable2 pre",
+                   "rod2 pre", "onset rod2 / iterates", "rod2 amp err", "rod2 centre dist", "grads/step stable2",
+                   "grads/step rod2", "rod2 vs h=1/16", "failures"]
     table = "\n".join(["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|", *lines])
     finite = sorted(x["ratio_pf2"] for x in metric_rows if math.isfinite(x["ratio_pf2"]))
     median = finite[len(finite) // 2] if finite else math.nan
@@ -179,6 +204,9 @@ def report(rows: list[dict[str, Any]], out_md: Path, out_png: Path | None, comma
              if math.isfinite(x["ratio_pf2"]) and x["ratio_pf2"] < 5]
     worse = [f"{x['case']} ({x['ratio_pf2']:.2f})" for x in metric_rows
              if math.isfinite(x["ratio_pf2"]) and x["ratio_pf2"] < 1]
+    late = [f"{x['case']} ({x['onset'][0]} vs {x['onset'][1]})" for x in metric_rows
+            if None not in x["onset"][:2] and abs(x["onset"][0] - x["onset"][1]) > 0.05 * x["onset"][2]]
+    devs = [x["dev"] for x in metric_rows if math.isfinite(x["dev"])]
     tags = [t for t in VARIANTS if any(t in r["variants"] for r in rows)]
     every = ["| case | " + " | ".join(tags) + " |", "|" + "|".join("---" for _ in range(len(tags) + 1)) + "|"]
     for r in rows:
@@ -191,12 +219,16 @@ def report(rows: list[dict[str, Any]], out_md: Path, out_png: Path | None, comma
             "Distances ‖θ_k − θ̂_k‖ to the iterates. **pf** = phase-free, per window (the smaller of the parity and the "
             "anti-phase EoS-window means, one sign for the whole window; `rodflow.compare`); parity = the flow must also "
             "know the sign of the oscillation. EoS window: from the onset k* of sustained EoS to the end. Ratios are "
-            "stable ÷ rod of the same order (> 1: the rod is closer). Onset: first step at which ‖Δ‖ (rod) or the "
+            "stable ÷ rod of the same order (> 1: the rod is closer; order 2: the closer of the look-behind and "
+            "the delay stable flow). Onset: first step at which ‖Δ‖ (rod) or the "
             "iterates' seven-point alternating amplitude reaches half the iterates' late plateau. Flows start `lead` "
             "steps before k* (adaptive methods never before step 10).\n\n"
             f"{table}\n\n"
             f"Median ratio pf (order 2): {_f(median, 3)} over {len(finite)} cases. Below 5×: {', '.join(below) or 'none'}. "
-            f"Rod worse than the stable flow (order 2, pf): {', '.join(worse) or 'none'}.\n\n"
+            f"Rod worse than the stable flow (order 2, pf): {', '.join(worse) or 'none'}. "
+            f"Onset more than 5% of the run from the iterates': {', '.join(late) or 'none'}. "
+            f"Default step (h = ½) against h = 1/16, EoS pf distance: largest deviation "
+            f"{_f(100 * max(devs), 2) + '%' if devs else '–'} over {len(devs)} cases.\n\n"
             "Every variant: EoS-window phase-free distance (gradient evaluations per step). "
             f"Variants: {', '.join(f'`{t}` {VARIANTS[t]}' for t in tags)}.\n\n" + "\n".join(every) + "\n\n"
             f"Command: `{command}`\n")

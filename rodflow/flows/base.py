@@ -7,8 +7,11 @@ tuple of its present entries (torchdiffeq's convention), named by :attr:`Flow.na
 ``M``/``μ`` without momentum, no ``N`` without a second moment).
 
 Every flow is built from its one-step increment ``F(t, Z)`` (the map ``Z ↦ Z + F``): ``order=1``
-integrates ``dZ/dt = F(t, Z)``, ``order=2`` the look-behind field ``F(t − ½, Z − ½F(t, Z))``, the
-second-order modified equation ``F − ½(∂_tF + F′F)`` without Hessian-vector products.
+integrates ``dZ/dt = F(t, Z)``; ``order=2`` reads the map to second order in one of two forms:
+``form="look_behind"``, the ODE ``dZ/dt = F(t − ½, Z − ½F(t, Z))``, the second-order modified
+equation ``F − ½(∂_tF + F′F)`` without Hessian-vector products, or ``form="delay"``, the delay
+equation ``dZ/dt = F(t − ½, Z(t − ½))``: the map's increment over ``[k, k + 1]`` is its value at
+the midpoint (see ``docs/flows.md``).
 """
 
 from __future__ import annotations
@@ -25,20 +28,29 @@ import torch
 from torch import Tensor
 
 from ..derivatives import LossFn, gradient
-from ..integrate import SolverStats, integrate
+from ..integrate import DELAY_METHODS, SolverStats, integrate
 from ..optimizers.spec import OptimizerSpec
 from ..trajectory import PhaseSeries, Trajectory
 from .parts import as_float, look_behind
 
-__all__ = ["LIMITERS", "ORDERS", "RATES", "TRANSIENT_STEPS", "Flow", "FlowSolution", "TransientWarning",
+__all__ = ["FORMS", "LIMITERS", "ORDERS", "RATES", "TRANSIENT_STEPS", "Flow", "FlowSolution", "TransientWarning",
            "check_noise"]
 
 #: Relaxation rates of the moments' centres: ``Ṁ = κ(M⁺ − M)`` with κ = 1 (``"step"``: the flow's
 #: Euler step of size 1 is the discrete EMA, ``Ṁ = a g − (1 − β)M``) or κ = 1/β (``"central"``,
 #: the continuous-time EMA of the central-flows code, ``Ṁ = (a g − (1 − β)M)/β``).
 RATES = ("step", "central")
-#: Orders of the flow: 1 (``dZ/dt = F``) or 2 (the look-behind field ``F(t − ½, Z − ½F)``).
+#: Orders of the flow: 1 (``dZ/dt = F``) or 2 (see :data:`FORMS`).
 ORDERS = (1, 2)
+#: Forms of the second-order flow: ``"look_behind"`` (the ODE ``dZ/dt = F(t − ½, Z − ½F(t, Z))``)
+#: or ``"delay"`` (the delay equation ``dZ/dt = F(t − ½, Z(t − ½))``, solved by the trapezoidal
+#: rule of :func:`~rodflow.integrate.integrate`).
+FORMS = ("look_behind", "delay")
+#: The delay of ``form="delay"``: half a step.
+DELAY = 0.5
+#: The default step of ``form="delay"``'s trapezoidal rule: the delay itself (one evaluation of
+#: ``F`` per half step). Chosen on the digits cost benchmark (``benchmarks/flows.py``, GD and Adam).
+DELAY_STEP = 0.5
 #: Limiters of the look-behind correction (order 2): ``None``, ``"truncate"`` (a ratio per state
 #: entry, :func:`~rodflow.flows.parts.truncate`) or ``"truncate_relative"`` (one ratio for the
 #: state, :func:`~rodflow.flows.parts.truncate_relative`).
@@ -198,7 +210,7 @@ class Flow(ABC):
     kind: str
 
     def __init__(self, spec: OptimizerSpec, loss_fn: LossFn, *, rate: str = "step", order: int = 1,
-                 limiter: str | None = None, noise: float | Tensor | None = None):
+                 limiter: str | None = None, noise: float | Tensor | None = None, form: str = "look_behind"):
         if not isinstance(spec, OptimizerSpec):
             raise TypeError(f"spec must be an OptimizerSpec (see rodflow.optimizer), got {type(spec).__name__}")
         if not callable(loss_fn):
@@ -211,7 +223,11 @@ class Flow(ABC):
             raise ValueError("order=2 is the modified equation of the discrete map and needs rate='step'")
         if limiter not in LIMITERS:
             raise ValueError(f"limiter must be one of {LIMITERS}, got {limiter!r}")
-        self.limiter = limiter if order == 2 else None  # the limiter acts on the look-behind only
+        if form not in FORMS:
+            raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+        self.form: str | None = form if order == 2 else None
+        # the limiter acts on the look-behind only
+        self.limiter = limiter if self.form == "look_behind" else None
         self.spec = spec
         self.noise = check_noise(noise, spec)
         self.loss_fn = loss_fn
@@ -256,15 +272,27 @@ class Flow(ABC):
     def increment(self, t: float, y: Y) -> Y:
         """The one-step increment ``F(t, Z)`` of the flow's map (moment entries scaled by κ)."""
 
-    def _extra(self, t: float, y: Y, f: Y) -> Y:
-        """Terms added outside the look-behind (the rod's floor); none by default."""
-        return f
+    def instant(self, t: Tensor | float, y: Y) -> Y | None:
+        """Terms added at the current state, outside the look-behind or the delay (the rod's floor); none by default."""
+        return None
+
+    def delayed(self, t: Tensor | float, y: Y) -> Y:
+        """``F(t, Z)``: the delay equation's delayed part (``form="delay"``)."""
+        return self.increment(as_float(t), y)
 
     def field(self, t: Tensor | float, y: Y) -> Y:
-        """``dy/dt`` in torchdiffeq's convention: ``F(t, Z)`` (order 1) or ``F(t − ½, Z − ½F(t, Z))``."""
+        """``dy/dt`` in torchdiffeq's convention: ``F(t, Z)`` (order 1) or ``F(t − ½, Z − ½F(t, Z))``.
+
+        ``form="delay"`` has no such field: it is a delay equation, whose parts are
+        :meth:`delayed` and :meth:`instant` (:meth:`solve` integrates them).
+        """
+        if self.form == "delay":
+            raise ValueError("field: a form='delay' flow is a delay equation, not an ODE; its parts are delayed() "
+                             "and instant() (pass form='look_behind' for the second-order ODE)")
         tf = as_float(t)
         f = self.increment(tf, y) if self.order == 1 else look_behind(self.increment, tf, y, limiter=self.limiter)
-        return self._extra(tf, y, f)
+        extra = self.instant(tf, y)
+        return f if extra is None else tuple(a + b for a, b in zip(f, extra))
 
     def __call__(self, t: Tensor | float, y: Y) -> Y:
         return self.field(t, y)
@@ -346,7 +374,7 @@ class Flow(ABC):
         *,
         start: int = 0,
         steps: int | None = None,
-        method: str = "dopri5",
+        method: str | None = None,
         rtol: float = 1e-6,
         atol: float = 1e-9,
         options: dict[str, Any] | None = None,
@@ -358,8 +386,11 @@ class Flow(ABC):
     ) -> FlowSolution:
         """Solve the flow from the iterates around ``start`` for ``steps`` steps (default: to the end).
 
-        Fixed-step methods default to a step of one optimizer step (``options={"step_size": h}``
-        changes it). The solution is sampled at every integer step. With ``sharpness_every=N``
+        ``method``: a torchdiffeq method (default ``"dopri5"``); fixed-step methods default to a step
+        of one optimizer step (``options={"step_size": h}`` changes it). ``form="delay"`` is solved
+        by the trapezoidal rule (``method="trapezoid"``, the default) with a step of half an
+        optimizer step (:data:`DELAY_STEP`; ``options={"step_size": ½/j}`` refines it, and ``rtol``,
+        ``atol`` play no part). The solution is sampled at every integer step. With ``sharpness_every=N``
         the sharpness at the predicted iterates is recorded every N steps. ``start`` and ``steps``
         take anything :func:`operator.index` takes (not bools). The trajectory's recorded optimizer
         and hyperparameters must be the flow's (``check_config=False`` skips the check). A flow of
@@ -393,8 +424,18 @@ class Flow(ABC):
         dtype = y0[0].dtype
         t = torch.arange(start, start + steps + 1, dtype=dtype, device=y0[0].device)
         self.nfe_grad = 0
-        res = integrate(self.field, y0, t, method=method, rtol=rtol, atol=self._atol(atol, y0), options=options,
-                        progress=progress)
+        if self.form == "delay":
+            method = method or "trapezoid"
+            if method not in DELAY_METHODS:
+                raise ValueError(f"method: form='delay' is a delay equation, solved by {', '.join(DELAY_METHODS)}; "
+                                 f"got {method!r} (form='look_behind' is the second-order ODE)")
+            options = {"step_size": DELAY_STEP, **(options or {})}
+            res = integrate(self.delayed, y0, t, method=method, options=options, delay=DELAY, instant=self.instant,
+                            history="tangent", progress=progress)
+        else:
+            method = method or "dopri5"
+            res = integrate(self.field, y0, t, method=method, rtol=rtol, atol=self._atol(atol, y0), options=options,
+                            progress=progress)
         ys = tuple(res.ys)
         steps_t = torch.arange(start, start + steps + 1, dtype=torch.int64)
         pred = self.predict(steps_t, ys)
@@ -402,7 +443,7 @@ class Flow(ABC):
         assert theta is not None
         loss = torch.stack([self.loss_fn(th).detach() for th in theta])
         config = {"flow": self.kind, "optimizer": self.spec.name, "hyperparameters": self.spec.hyperparameters(),
-                  "rate": self.rate, "order": self.order,
+                  "rate": self.rate, "order": self.order, "form": self.form,
                   "limiter": self.limiter, "start": start, "steps": steps, "method": method, "rtol": rtol,
                   "atol": atol, "options": dict(options or {}), "grad_evals": self.nfe_grad,
                   "noise": _noise_config(self.noise)}

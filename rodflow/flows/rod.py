@@ -114,8 +114,8 @@ class RodFlow(Flow):
 
     def __init__(self, spec: OptimizerSpec, loss_fn: LossFn, *, rate: str = "step", order: int = 2,
                  init: str = "7pt", floor: float | str | None = "roundoff", floor_rate: float | None = None,
-                 limiter: str | None = "truncate", noise: float | Tensor | None = None):
-        super().__init__(spec, loss_fn, rate=rate, order=order, limiter=limiter, noise=noise)
+                 limiter: str | None = "truncate", noise: float | Tensor | None = None, form: str = "delay"):
+        super().__init__(spec, loss_fn, rate=rate, order=order, limiter=limiter, noise=noise, form=form)
         if floor_rate is None:
             floor_rate = 4.5 * self.order
         if floor != "roundoff" and floor is not None and not (
@@ -181,14 +181,15 @@ class RodFlow(Flow):
         ratio = torch.linalg.vector_norm(delta) / (rho * torch.linalg.vector_norm(w)).clamp_min(1e-300)
         return self.floor_rate * (1.0 - ratio).clamp_min(0.0).square()
 
-    def _extra(self, t: float, y: Y, f: Y) -> Y:
-        z, dz = self.state(y), self.state(f)
+    def instant(self, t: Tensor | float, y: Y) -> Y | None:
+        """The floor's term ``λ_f·max(0, 1 − ‖Δ‖/(ρ‖W‖))²·(Δ, μ)`` at the current state (``None`` without a floor)."""
+        if self.rho(y[0].dtype) is None or self.floor_rate == 0:
+            return None
+        z = self.state(y)
         gain = self._floor_gain(z.W, z.Delta)
-        dz = dz._replace(Delta=dz.Delta + gain * z.Delta)
-        if dz.mu is not None:
-            assert z.mu is not None
-            dz = dz._replace(mu=dz.mu + gain * z.mu)
-        return pack(dz)
+        zero = torch.zeros_like
+        return pack(RodState(zero(z.W), gain * z.Delta, None if z.M is None else zero(z.M),
+                             None if z.mu is None else gain * z.mu, None if z.N is None else zero(z.N)))
 
     # ------------------------------------------------------------------ states
     def initial(self, trajectory: Trajectory, step: int = 0, *, seed: int = 0) -> Y:
@@ -258,7 +259,7 @@ class RodFlow(Flow):
 
 def rod_flow(spec: OptimizerSpec, loss_fn: LossFn, *, order: int = 2, init: str = "7pt",
              floor: float | str | None = "roundoff", floor_rate: float | None = None, rate: str = "step",
-             limiter: str | None = "truncate", noise: float | Tensor | None = None) -> RodFlow:
+             limiter: str | None = "truncate", noise: float | Tensor | None = None, form: str = "delay") -> RodFlow:
     """The rod flow of optimizer ``spec`` on ``loss_fn`` (see :class:`RodFlow`).
 
     Defaults: the look-behind (second-order) field with its correction truncated where it outgrows
@@ -268,4 +269,4 @@ def rod_flow(spec: OptimizerSpec, loss_fn: LossFn, *, order: int = 2, init: str 
     ``N⁺ = β₂N + (1 − β₂)(½[sq(g₊) + sq(g₋)] + E[sq(z)])``.
     """
     return RodFlow(spec, loss_fn, rate=rate, order=order, init=init, floor=floor, floor_rate=floor_rate,
-                   limiter=limiter, noise=noise)
+                   limiter=limiter, noise=noise, form=form)

@@ -43,8 +43,9 @@ class StableFlow(Flow):
     kind = "stable"
 
     def __init__(self, spec: OptimizerSpec, loss_fn: LossFn, *, rate: str = "step", order: int = 1,
-                 init: str = "state", limiter: str | None = None, noise: float | Tensor | None = None):
-        super().__init__(spec, loss_fn, rate=rate, order=order, limiter=limiter, noise=noise)
+                 init: str = "state", limiter: str | None = None, noise: float | Tensor | None = None,
+                 form: str = "look_behind"):
+        super().__init__(spec, loss_fn, rate=rate, order=order, limiter=limiter, noise=noise, form=form)
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         self.init = init

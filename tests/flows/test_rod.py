@@ -46,7 +46,7 @@ def _rod_jacobian_max_real(name: str, factor: float) -> float:
     prob = rodflow.problems.quadratic(lam, seed=4)
     # the limiter's φ depends on the direction of (Δ, μ) (it is not linear at 0): the linearisation
     # is the look-behind's, which it equals along each eigenvector with |ε| ≤ 2 (test_rod_variants)
-    flow = rodflow.rod_flow(spec, prob.loss_fn, floor=None, limiter=None)
+    flow = rodflow.rod_flow(spec, prob.loss_fn, floor=None, limiter=None, form="look_behind")
     w = torch.zeros(d, dtype=torch.float64)
     t = torch.tensor(1e6, dtype=torch.float64)
     has_m = "M" in flow.names

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import scipy.linalg
+import scipy.optimize
 import torch
 
 import rodflow
@@ -67,7 +68,7 @@ def _discrete_multiplier(spec, h, n) -> np.ndarray:
 def _rod_alternating_field(spec, h, n, order: int, limiter: str | None = None):
     """``x ↦`` the (Δ, μ) part of the rod field at W = M = 0, (Δ, μ) = x."""
     prob_loss = lambda th: 0.5 * th @ h @ th  # noqa: E731
-    flow = rodflow.rod_flow(spec, prob_loss, order=order, floor=None, limiter=limiter)
+    flow = rodflow.rod_flow(spec, prob_loss, order=order, floor=None, limiter=limiter, form="look_behind")
     has_m = spec.has_momentum
     zero = torch.zeros(D, dtype=torch.float64)
 
@@ -117,6 +118,37 @@ def test_linearised_rate_is_the_series_of_the_log_of_the_one_step_multiplier(nam
     series = sum((-1) ** (j + 1) * e**j / j for j in range(1, order + 1))
     assert rate == pytest.approx(series, rel=1e-4)  # eigenvalues of a non-normal matrix amplify the 1e-7
     assert abs(rate - math.log(top.real)) <= 1.01 * e ** (order + 1) / (order + 1)
+
+
+def _delay_root(e: float) -> float:
+    """The real root ``s`` of ``s = ε·exp(−s/2)`` (scipy's brentq): the growth rate of ``ż = ε z(t − ½)``."""
+    return scipy.optimize.brentq(lambda s: s - e * math.exp(-s / 2), 0.0, e)
+
+
+@pytest.mark.parametrize("name", rodflow.OPTIMIZERS)
+def test_delay_form_grows_the_top_mode_at_the_log_of_its_multiplier_to_second_order(name):
+    """``form="delay"``: along the top eigenvector (multiplier z = 1 + ε of the exact one-step map) the
+    linearised rod is ``ż = ε z(t − ½)``, which grows at the root of ``s = ε e^{−s/2}``,
+    ``ε − ε²/2 + 3ε³/8 + …``; ``ln z = ε − ε²/2 + ε³/3 − …``. Measured by integrating the rod itself."""
+    spec, h, n = _setup(name, 1.05)
+    a = _discrete_multiplier(spec, h, n)
+    z, vecs = np.linalg.eig(a)
+    i = int(np.argmax(z.real))
+    e = z[i].real - 1
+    v = torch.tensor(vecs[:, i].real, dtype=torch.float64)
+    x = 1e-6 * v / torch.linalg.vector_norm(v)
+    flow = rodflow.rod_flow(spec, lambda th: 0.5 * th @ h @ th, floor=None)
+    has_m = spec.has_momentum
+    zero = torch.zeros(D, dtype=torch.float64)
+    y0 = pack(RodState(W=zero, Delta=x[:D], M=zero if has_m else None, mu=x[D:] if has_m else None, N=n))
+    times = torch.tensor([T, T + 6.0, T + 12.0], dtype=torch.float64)
+    res = rodflow.integrate(flow.delayed, y0, times, delay=0.5, options={"step_size": 1 / 32})
+    size = [float(torch.linalg.vector_norm(torch.cat([res.ys[1][j], res.ys[3][j]]) if has_m else res.ys[1][j]))
+            for j in (1, 2)]
+    rate = math.log(size[1] / size[0]) / 6.0
+    assert rate == pytest.approx(_delay_root(e), rel=1e-3)
+    assert abs(rate - math.log(z[i].real)) <= 0.1 * e**3  # 3/8 − 1/3 = 1/24 of ε³, plus the solver's error
+    assert abs(e - e**2 / 2 - math.log(z[i].real)) > 2 * abs(rate - math.log(z[i].real))  # closer than the look-behind
 
 
 @pytest.mark.parametrize("limiter", ["truncate", "truncate_relative"])
@@ -228,7 +260,7 @@ def test_look_behind_rod_is_the_hvp_form_for_gd_on_a_quadratic():
     lr = 0.6
     w, delta = torch.randn(4, generator=gen, dtype=torch.float64), 0.1 * torch.randn(4, generator=gen,
                                                                                     dtype=torch.float64)
-    flow = rodflow.rod_flow(rodflow.optimizer("gd", lr=lr), loss, order=2, floor=None)
+    flow = rodflow.rod_flow(rodflow.optimizer("gd", lr=lr), loss, order=2, floor=None, form="look_behind")
     fw, fd = flow.increment(0.0, (w, delta))
     jfw = -lr * hvp(loss, w, fw)
     jfd = -2 * fd + lr * hvp(loss, w, fd)
