@@ -12,12 +12,12 @@ against the iterates', gradient evaluations per modelled step.
 Variants: ``stable1``/``stable2``/``stable2d`` (the stable flow: order 1, the look-behind ODE of
 order 2, the delay form of order 2), ``rod1`` (first-order rod with the seven-point fit and the
 roundoff floor), ``rod2`` (the default rod: the delay form, seven-point fit, roundoff floor, the
-trapezoidal rule at h = ½), ``rod2_fine`` (the same at h = 1/16: how far the default step is from
-a converged solve), ``rod2_lookbehind`` (the look-behind ODE with its truncation limiter, the
+trapezoidal rule at h = ¼), ``rod2_fine`` (the same at h = 1/16: how far the default step is from
+a converged solve; ``rod2_h2``, ``rod2_h4``: at h = ½, ¼), ``rod2_lookbehind`` (the look-behind ODE with its truncation limiter, the
 previous default) and ``rod1_legacy`` (first order, three-point fit, floor 10⁻¹⁰: the first
 release's rod). The second-order ratios divide the *closer* of the two second-order stable flows
 by the rod. ``--method/--rtol/--atol`` apply to the ODE variants; the delay forms use the
-trapezoidal rule at the step given in :data:`STEPS`.
+trapezoidal rule at the default step or the one given in :data:`STEPS`.
 
 Each finished case is appended to ``results/fidelity_<tag>.jsonl`` at once (an interrupted sweep
 keeps what it computed and ``--resume`` skips it); the markdown table and figure are rebuilt from
@@ -176,8 +176,8 @@ def report(rows: list[dict[str, Any]], out_md: Path, out_png: Path | None, comma
                               get(f"rod{o}", "eos_window_phase_free_distance")) for o in (1, 2)}
         ratio_par = {o: _ratio(stable(o, "eos_mean_distance"), get(f"rod{o}", "eos_mean_distance"))
                      for o in (1, 2)}
-        fine = get("rod2_fine", "eos_window_phase_free_distance")
-        dev = _ratio(abs(get("rod2", "eos_window_phase_free_distance") - fine), fine) if fine else math.nan
+        fine, coarse = get("rod2_fine", "eos_window_phase_free_distance"), get("rod2", "eos_window_phase_free_distance")
+        dev = _ratio(abs(coarse - fine), fine) if isinstance(fine, float) and isinstance(coarse, float) else math.nan
         metric_rows.append({"case": f"{r['data']}/{r['seed']}/{r['optimizer']}", "ratio_pf2": ratio_pf[2],
                             "ratio_pf1": ratio_pf[1], "ratio_par2": ratio_par[2], "dev": dev,
                             "onset": (get("rod2", "onset_flow"), get("rod2", "onset_iterates"), r["steps"])})
@@ -227,7 +227,7 @@ def report(rows: list[dict[str, Any]], out_md: Path, out_png: Path | None, comma
             f"Median ratio pf (order 2): {_f(median, 3)} over {len(finite)} cases. Below 5×: {', '.join(below) or 'none'}. "
             f"Rod worse than the stable flow (order 2, pf): {', '.join(worse) or 'none'}. "
             f"Onset more than 5% of the run from the iterates': {', '.join(late) or 'none'}. "
-            f"Default step (h = ½) against h = 1/16, EoS pf distance: largest deviation "
+            f"Default step (h = ¼) against h = 1/16, EoS pf distance: largest deviation "
             f"{_f(100 * max(devs), 2) + '%' if devs else '–'} over {len(devs)} cases.\n\n"
             "Every variant: EoS-window phase-free distance (gradient evaluations per step). "
             f"Variants: {', '.join(f'`{t}` {VARIANTS[t]}' for t in tags)}.\n\n" + "\n".join(every) + "\n\n"

@@ -48,9 +48,11 @@ ORDERS = (1, 2)
 FORMS = ("look_behind", "delay")
 #: The delay of ``form="delay"``: half a step.
 DELAY = 0.5
-#: The default step of ``form="delay"``'s trapezoidal rule: the delay itself (one evaluation of
-#: ``F`` per half step). Chosen on the digits cost benchmark (``benchmarks/flows.py``, GD and Adam).
-DELAY_STEP = 0.5
+#: The default step of ``form="delay"``'s trapezoidal rule: half the delay, two evaluations of F
+#: per half step (8 gradients per step for the rod). The coarsest step whose EoS-window distance to
+#: the iterates stayed within 10 % of the h = 1/16 solve for all eight optimizers on digits
+#: (h = ½: up to 24 % off, Adam; ¼: at most 8.7 %, scalar NAdam; ``results/fidelity_steps_*.md``).
+DELAY_STEP = 0.25
 #: Limiters of the look-behind correction (order 2): ``None``, ``"truncate"`` (a ratio per state
 #: entry, :func:`~rodflow.flows.parts.truncate`) or ``"truncate_relative"`` (one ratio for the
 #: state, :func:`~rodflow.flows.parts.truncate_relative`).
@@ -388,8 +390,8 @@ class Flow(ABC):
 
         ``method``: a torchdiffeq method (default ``"dopri5"``); fixed-step methods default to a step
         of one optimizer step (``options={"step_size": h}`` changes it). ``form="delay"`` is solved
-        by the trapezoidal rule (``method="trapezoid"``, the default) with a step of half an
-        optimizer step (:data:`DELAY_STEP`; ``options={"step_size": ½/j}`` refines it, and ``rtol``,
+        by the trapezoidal rule (``method="trapezoid"``, the default) with a step of a quarter of an
+        optimizer step (:data:`DELAY_STEP`; ``options={"step_size": ½/j}`` sets it, and ``rtol``,
         ``atol`` play no part). The solution is sampled at every integer step. With ``sharpness_every=N``
         the sharpness at the predicted iterates is recorded every N steps. ``start`` and ``steps``
         take anything :func:`operator.index` takes (not bools). The trajectory's recorded optimizer
