@@ -93,13 +93,14 @@ class HessianOperator:
         v = vecs.unsqueeze(0) if single else vecs
         if v.ndim != 2 or v.shape[-1] != self.dim:
             raise ValueError(f"vec must have shape [{self.dim}] or [k, {self.dim}], got {tuple(vecs.shape)}")
-        v = v.to(self.theta)
+        if v.dtype != self.theta.dtype or v.device != self.theta.device:
+            v = v.to(self.theta)
         if self.scale is not None:
             v = v * self.scale
         if not self.grad.requires_grad:  # the gradient does not depend on θ: H = 0
             out = torch.zeros_like(v)
-        elif v.shape[0] == 1:
-            out = torch.autograd.grad(self.grad, self.theta, v[0], retain_graph=True)[0].unsqueeze(0)
+        elif v.shape[0] == 1:  # the common case, with as few operations as possible
+            out = torch.autograd.grad(self.grad, self.theta, v.view(self.dim), retain_graph=True)[0].view(1, -1)
         elif self.batched:
             (out,) = torch.autograd.grad(self.grad, self.theta, v, retain_graph=True, is_grads_batched=True)
         else:
@@ -292,29 +293,36 @@ def _krylov(op: HessianOperator, k: int, tol: float, max_iter: int, warm: Tensor
         f = torch.addmm(h, local, basis[near:m], alpha=-1)
         full = f @ basis[:m].T
         f = torch.addmm(f, full, basis[:m], alpha=-1)
-        rows = full.numpy(force=True).astype(np.float64)  # [b, m]: the new rows of T
-        rows[:, near:] += local.numpy(force=True)
-        nxt, c, lost = _orthonormal_rows(f, basis, m, min(k, d - m), removed=np.square(rows).sum(axis=1), passes=0)
+        full[:, near:] += local
+        rows = full.numpy(force=True)  # [b, m]: the new rows of T
+        if m - lo == 1 and m < d:  # one vector: Gram–Schmidt is done, normalise
+            norm = float(torch.linalg.vector_norm(f))
+            kept = norm * norm > 1e-12 * (float(np.dot(rows[0], rows[0])) + norm * norm)
+            if kept:
+                torch.div(f, norm, out=basis[m: m + 1])
+            nxt, c, lost = m + kept, np.full((1, int(kept)), norm), np.array([0.0 if kept else norm])
+        else:
+            nxt, c, lost = _orthonormal_rows(f, basis, m, min(k, d - m), removed=np.square(rows).sum(axis=1),
+                                             passes=0)
         t[lo:m, :m] = rows
         t[:m, lo:m] = rows.T
-        vals, vecs = np.linalg.eigh(0.5 * (t[:m, :m] + t[:m, :m].T))
-        vals, vecs = vals[::-1], vecs[:, ::-1]
-        top, y = vals[:k].copy(), vecs[:, :k]
-        bound = tol * float(np.abs(vals).max())
-        est = np.linalg.norm(c.T @ y[lo:m], axis=0) + lost @ np.abs(y[lo:m])  # ‖F y_i[last]‖, bounded
+        vals, vecs = np.linalg.eigh(t[:m, :m])  # (LAPACK reads one triangle)
+        top, y = vals[::-1][:k].copy(), vecs[:, ::-1]
+        bound = tol * max(vals[-1], -vals[0])
+        est = np.linalg.norm(c.T @ y[lo:m, :k], axis=0) + lost @ np.abs(y[lo:m, :k])  # ‖F y_i[last]‖, bounded
         if m >= d or bool((est <= bound).all()):
-            return torch.from_numpy(top), ritz(y)
+            return torch.from_numpy(top), ritz(y[:, :k])
         if expansions >= max_iter:
             warnings.warn(f"krylov: residuals {float(est.max()):.2e} above tol·max|θ| = {bound:.2e} after "
                           f"max_iter={max_iter} expansions; raise max_iter or tol", RuntimeWarning, stacklevel=3)
-            return torch.from_numpy(top), ritz(y)
+            return torch.from_numpy(top), ritz(y[:, :k])
         if nxt > cap:  # thick restart: U (the top Ritz vectors) and the next block Q, no products
             n, b = min(k + 2, m), nxt - m
             q = basis[m:nxt].clone()
-            basis[:n] = ritz(vecs[:, :n])
+            basis[:n] = ritz(y[:, :n])
             basis[n: n + b] = q
             t[:] = 0.0
-            t[:n, :n] = np.diag(vals[:n])  # T[Q, U] = (C Y_last)ᵀ comes back with Q's products
+            t[:n, :n] = np.diag(vals[::-1][:n])  # T[Q, U] = (C Y_last)ᵀ comes back with Q's products
             lo, m, near = n, n + b, 0
         else:
             lo, m, near = m, nxt, lo
