@@ -76,7 +76,8 @@ class HessianOperator:
         if p.shape != self.theta.shape:
             raise ValueError(f"preconditioner must have the shape of theta {tuple(self.theta.shape)}, "
                              f"got {tuple(p.shape)}")
-        if not bool((p > 0).all()) or not bool(torch.isfinite(p).all()):
+        lo, hi = torch.aminmax(p)  # NaN propagates into both
+        if not (float(lo) > 0 and float(hi) < float("inf")):
             raise ValueError("preconditioner must be positive and finite")
         return p.rsqrt()
 
