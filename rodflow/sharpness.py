@@ -261,8 +261,10 @@ def _krylov(op: HessianOperator, k: int, tol: float, max_iter: int, warm: Tensor
     three-term recurrence puts the images, then one against all of V ("twice is enough"); the two
     passes' coefficients are the new rows of T = VᵀHV. For such a basis HV = VT + F E_lastᵀ (to
     rounding), and with F = C Q (Q the next block) each residual is Q Cᵀ y_i[last], of norm
-    ‖Cᵀ y_i[last]‖ (plus what a dropped, numerically dependent row of F leaves): known on the host,
-    no image is kept. A thick restart (basis above
+    ‖Cᵀ y_i[last]‖: known on the host, no image is kept. Rows of F left under 1e-6 of their norm
+    by Gram–Schmidt are dropped (numerically dependent); what they leave out of the relation is
+    bounded by the triangle inequality, and where only that bound stands above the tolerance the
+    residuals are formed with k more products. A thick restart (basis above
     :data:`KRYLOV_BASIS` + k) keeps the top k + 2 Ritz vectors U and the next block Q, for which
     HU = UΘ + Q (C Y_last)ᵀ: the relation, hence the residuals, survive it without products.
     θ_i ≤ λ_i (Cauchy interlacing), and some eigenvalue lies within the residual of each θ_i.
@@ -282,6 +284,7 @@ def _krylov(op: HessianOperator, k: int, tol: float, max_iter: int, warm: Tensor
     cap = min(d, KRYLOV_BASIS + 2 * k)
     basis = x.new_empty(cap + k, d)  # V, block by block, with room for the next block
     t = np.zeros((cap, cap))  # VᵀHV, float64 on the host
+    lost = np.zeros(cap)  # per column j: the norm of H v_j's part that T and F miss (dropped rows)
     m, _, _ = _orthonormal_rows(x, basis, 0, k, passes=0)
 
     def ritz(y: np.ndarray) -> Tensor:
@@ -301,27 +304,35 @@ def _krylov(op: HessianOperator, k: int, tol: float, max_iter: int, warm: Tensor
             kept = norm * norm > 1e-12 * (float(np.dot(rows[0], rows[0])) + norm * norm)
             if kept:
                 torch.div(f, norm, out=basis[m: m + 1])
-            nxt, c, lost = m + kept, np.full((1, int(kept)), norm), np.array([0.0 if kept else norm])
+            nxt, c = m + kept, np.full((1, int(kept)), norm)
+            lost[lo] = 0.0 if kept else norm
         else:
-            nxt, c, lost = _orthonormal_rows(f, basis, m, min(k, d - m), removed=np.square(rows).sum(axis=1),
-                                             passes=0)
+            nxt, c, lost[lo:m] = _orthonormal_rows(f, basis, m, min(k, d - m),
+                                                   removed=np.square(rows).sum(axis=1), passes=0)
         t[lo:m, :m] = rows
         t[:m, lo:m] = rows.T
         vals, vecs = np.linalg.eigh(t[:m, :m])  # (LAPACK reads one triangle)
         top, y = vals[::-1][:k].copy(), vecs[:, ::-1]
         bound = tol * max(vals[-1], -vals[0])
-        est = np.linalg.norm(c.T @ y[lo:m, :k], axis=0) + lost @ np.abs(y[lo:m, :k])  # ‖F y_i[last]‖, bounded
+        base = np.linalg.norm(c.T @ y[lo:m, :k], axis=0)  # ‖F y_i[last]‖
+        est = base + lost[:m] @ np.abs(y[:, :k])  # ‖(HV − VT) y_i‖, bounded
         if m >= d or bool((est <= bound).all()):
             return torch.from_numpy(top), ritz(y[:, :k])
+        if bool((base <= bound).all()):  # only dropped rows stand in the way: form the residuals
+            u = ritz(y[:, :k])
+            r = torch.addcmul(op(u), torch.from_numpy(top[:, None]).to(u), u, value=-1)
+            if bool((torch.linalg.vector_norm(r, dim=1) <= bound).all()):
+                return torch.from_numpy(top), u
         if expansions >= max_iter:
             warnings.warn(f"krylov: residuals {float(est.max()):.2e} above tol·max|θ| = {bound:.2e} after "
                           f"max_iter={max_iter} expansions; raise max_iter or tol", RuntimeWarning, stacklevel=3)
             return torch.from_numpy(top), ritz(y[:, :k])
-        if nxt > cap:  # thick restart: U (the top Ritz vectors) and the next block Q, no products
+        if nxt > cap or nxt == m == cap:  # thick restart: U (the top Ritz vectors), the next block Q, no products
             n, b = min(k + 2, m), nxt - m
             q = basis[m:nxt].clone()
             basis[:n] = ritz(y[:, :n])
             basis[n: n + b] = q
+            lost[:n], lost[n:] = lost[:m] @ np.abs(y[:, :n]), 0.0
             t[:] = 0.0
             t[:n, :n] = np.diag(vals[::-1][:n])  # T[Q, U] = (C Y_last)ᵀ comes back with Q's products
             lo, m, near = n, n + b, 0

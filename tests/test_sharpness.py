@@ -351,3 +351,25 @@ def test_krylov_of_the_scaled_operator_and_repeated_solves(small_mlp, mlp_hessia
     block = scaled(v)
     torch.testing.assert_close(torch.stack([scaled(row) for row in v]), block, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(block, v @ (s[:, None] * h * s[None, :]), rtol=1e-10, atol=1e-12)
+
+
+def test_krylov_never_reports_a_residual_it_dropped():
+    """A near-degenerate top pair (5 and 5 − gap) makes the single-vector Krylov sequence numerically
+    dependent, so Gram–Schmidt drops a row that still carries part of the residual. At tol 1e-12
+    the solver must account for it: it either returns an eigenpair whose true residual (against
+    the known diagonal Hessian) is below tol·θ, or warns that max_iter ran out."""
+    for gap in (1e-7, 1e-9):
+        eigs = torch.tensor([5.0, 5.0 - gap, 4.9, 4.0] + [1.0] * 300, dtype=torch.float64)
+        prob = rodflow.problems.quadratic(eigs, seed=None)
+        returned = 0
+        for max_iter in (3, 5, 40):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", RuntimeWarning)
+                res = rodflow.sharpness(prob.loss_fn, prob.theta0, method="krylov", tol=1e-12, max_iter=max_iter)
+            if any("max_iter" in str(w.message) for w in caught):
+                continue
+            returned += 1
+            vec, lam = res.eigenvectors[0], res.eigenvalues[0]
+            assert float(torch.linalg.vector_norm(eigs * vec - lam * vec)) <= 1e-12 * 5.0 * (1 + 1e-6)
+            assert float(lam) == pytest.approx(5.0, rel=1e-12)
+        assert returned >= 1
