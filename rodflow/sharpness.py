@@ -47,7 +47,8 @@ class HessianOperator:
     pass through it. A block ``[k, d]`` of vectors goes through one vectorised backward
     (``is_grads_batched``; measured 7× faster than k backward passes for the full Hessian of a
     1210-parameter MLP); ``batched=False`` loops over the rows instead, for losses whose
-    backward cannot be vectorised. ``n_hvp`` counts vectors, not backward calls.
+    backward cannot be vectorised. ``n_hvp`` counts vectors, not backward calls; ``finite`` says
+    whether θ is finite (:func:`solve` refuses an operator at a non-finite θ).
     """
 
     def __init__(self, loss_fn: LossFn, theta: Tensor, preconditioner: Tensor | None = None, *,
