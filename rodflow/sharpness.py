@@ -14,6 +14,7 @@ per vector through that graph (:class:`HessianOperator` reuses it for every prod
 from __future__ import annotations
 
 import copy
+import functools
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +47,8 @@ class HessianOperator:
     pass through it. A block ``[k, d]`` of vectors goes through one vectorised backward
     (``is_grads_batched``; measured 7× faster than k backward passes for the full Hessian of a
     1210-parameter MLP); ``batched=False`` loops over the rows instead, for losses whose
-    backward cannot be vectorised. ``n_hvp`` counts vectors, not backward calls.
+    backward cannot be vectorised. ``n_hvp`` counts vectors, not backward calls; ``finite`` says
+    whether θ is finite (:func:`solve` refuses an operator at a non-finite θ).
     """
 
     def __init__(self, loss_fn: LossFn, theta: Tensor, preconditioner: Tensor | None = None, *,
@@ -63,6 +65,7 @@ class HessianOperator:
                 raise ValueError("loss_fn must return a scalar tensor")
             (self.grad,) = torch.autograd.grad(loss.reshape(()), self.theta, create_graph=True)
         self.loss = loss.detach().reshape(())
+        self.finite = bool(torch.isfinite(self.theta).all())  # checked by solve, once per graph
         self.scale = None if preconditioner is None else self._scale_of(preconditioner)
         self.dim = theta.numel()
         self.batched = batched
@@ -74,7 +77,8 @@ class HessianOperator:
         if p.shape != self.theta.shape:
             raise ValueError(f"preconditioner must have the shape of theta {tuple(self.theta.shape)}, "
                              f"got {tuple(p.shape)}")
-        if not bool((p > 0).all()) or not bool(torch.isfinite(p).all()):
+        lo, hi = torch.aminmax(p)  # NaN propagates into both
+        if not (float(lo) > 0 and float(hi) < float("inf")):
             raise ValueError("preconditioner must be positive and finite")
         return p.rsqrt()
 
@@ -91,19 +95,22 @@ class HessianOperator:
         v = vecs.unsqueeze(0) if single else vecs
         if v.ndim != 2 or v.shape[-1] != self.dim:
             raise ValueError(f"vec must have shape [{self.dim}] or [k, {self.dim}], got {tuple(vecs.shape)}")
-        v = v.to(self.theta)
+        if v.dtype != self.theta.dtype or v.device != self.theta.device:
+            v = v.to(self.theta)
         if self.scale is not None:
             v = v * self.scale
         if not self.grad.requires_grad:  # the gradient does not depend on θ: H = 0
             out = torch.zeros_like(v)
-        elif self.batched and v.shape[0] > 1:
+        elif v.shape[0] == 1:  # the common case, with as few operations as possible
+            out = torch.autograd.grad(self.grad, self.theta, v.view(self.dim), retain_graph=True)[0].view(1, -1)
+        elif self.batched:
             (out,) = torch.autograd.grad(self.grad, self.theta, v, retain_graph=True, is_grads_batched=True)
         else:
             out = torch.stack([torch.autograd.grad(self.grad, self.theta, row, retain_graph=True)[0] for row in v])
         self.n_hvp += v.shape[0]
-        if self.scale is not None:
-            out = out * self.scale
         out = out.detach()
+        if self.scale is not None:
+            out = out.mul_(self.scale)  # out is a new tensor (or the scaled copy of the input)
         return out[0] if single else out
 
     def dense(self, chunk: int = 256) -> Tensor:
@@ -243,110 +250,141 @@ KRYLOV_BASIS = 24
 
 def _krylov(op: HessianOperator, k: int, tol: float, max_iter: int, warm: Tensor | None, seed: int) -> tuple[
         Tensor, Tensor]:
-    r"""Block Krylov–Rayleigh–Ritz from the warm block, stopped as soon as every kept residual is small:
+    r"""Block Lanczos–Rayleigh–Ritz from the warm block, stopped as soon as every kept residual is small:
 
     .. math::
 
         V^\top H V\, y_i = \theta_i y_i,\quad u_i = V y_i,\qquad
         \lVert H u_i - \theta_i u_i\rVert \le \mathrm{tol}\cdot\max_j |\theta_j|.
 
-    V grows by F = (I − VVᵀ) H V_last, the last block's images made orthogonal to V (block Lanczos
-    with full reorthogonalisation; the first Gram–Schmidt pass uses the known block of VᵀHV, a
-    second runs only where the first left more than √eps of V in it). For such a basis
-    HV − VT = F E_lastᵀ, so every residual is r_i = F y_i[last], known before the next product;
-    it is formed explicitly (u_i, Hu_i from the kept images) only to confirm convergence. A
-    restart (basis above :data:`KRYLOV_BASIS` + k) keeps the top k + 2 Ritz vectors with their
-    images, without products, and continues from their residuals. θ_i ≤ λ_i (Cauchy
-    interlacing), and some eigenvalue lies within the residual of each θ_i.
+    V grows by F = (I − VVᵀ) H V_last, the last block's images made orthogonal to V with full
+    reorthogonalisation: a first Gram–Schmidt pass against the last two blocks, where the
+    three-term recurrence puts the images, then one against all of V ("twice is enough"); the two
+    passes' coefficients are the new rows of T = VᵀHV. For such a basis HV = VT + F E_lastᵀ (to
+    rounding), and with F = C Q (Q the next block) each residual is Q Cᵀ y_i[last], of norm
+    ‖Cᵀ y_i[last]‖: known on the host, no image is kept. Rows of F left under 1e-6 of their norm
+    by Gram–Schmidt are dropped (numerically dependent); what they leave out of the relation is
+    bounded by the triangle inequality, and where only that bound stands above the tolerance the
+    residuals are formed with k more products. A thick restart (basis above
+    :data:`KRYLOV_BASIS` + k) keeps the top k + 2 Ritz vectors U and the next block Q, for which
+    HU = UΘ + Q (C Y_last)ᵀ: the relation, hence the residuals, survive it without products.
+    θ_i ≤ λ_i (Cauchy interlacing), and some eigenvalue lies within the residual of each θ_i.
+
+    Between two products the loop runs few operations (two ``[b, m] × [m, d]`` products over all of
+    V, two over the last blocks, a norm, an m × m ``eigh`` on the host): each starts with the caches
+    the product has just evicted, so it costs several times its isolated time.
     """
     d = op.dim
     dtype, device = op.theta.dtype, op.theta.device
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    x = torch.randn(k, d, generator=gen, dtype=dtype).to(device)
+    x = _random_rows(seed, k, d, dtype, device)  # shared: read, never written
     if warm is not None:
         w = warm.detach().reshape(-1, d)[:k].to(device=device, dtype=dtype)
         w = w / torch.linalg.vector_norm(w, dim=1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
-        x[: w.shape[0]] = w + WARM_JITTER * x[: w.shape[0]] / d ** 0.5
+        j = w.shape[0]
+        x = torch.cat([torch.add(w, x[:j], alpha=WARM_JITTER / d ** 0.5), x[j:]])
     cap = min(d, KRYLOV_BASIS + 2 * k)
-    basis, images = x.new_empty(cap, d), x.new_empty(cap, d)  # V and HV, filled block by block
+    basis = x.new_empty(cap + k, d)  # V, block by block, with room for the next block
     t = np.zeros((cap, cap))  # VᵀHV, float64 on the host
-    m, last = 0, slice(0, 0)
+    lost = np.zeros(cap)  # per column j: the norm of H v_j's part that T and F miss (dropped rows)
+    m, _, _ = _orthonormal_rows(x, basis, 0, k, passes=0)
 
-    def add(new: Tensor) -> None:
-        nonlocal m, last
-        b = new.shape[0]
-        basis[m: m + b], images[m: m + b] = new, op(new)
-        last = slice(m, m + b)
-        rows = (images[last] @ basis[: m + b].T).double().cpu().numpy()
-        t[last, : m + b], t[: m + b, last] = rows, rows.T
-        m += b
+    def ritz(y: np.ndarray) -> Tensor:
+        return torch.from_numpy(np.ascontiguousarray(y.T)).to(device=device, dtype=dtype) @ basis[:m]
 
-    def rows_of(y: np.ndarray) -> Tensor:  # small host coefficients as a tensor for the basis
-        return torch.from_numpy(np.ascontiguousarray(y)).to(device=device, dtype=dtype)
-
-    add(_orthogonal_rows(x, x[:0], k))
-    expansions, lanczos = 0, True  # lanczos: HV − VT = F E_lastᵀ holds (not after a restart)
+    expansions, lo, near = 0, 0, 0  # the last block is basis[lo:m]; the first pass reaches back to near
     while True:
-        vals, vecs = np.linalg.eigh(0.5 * (t[:m, :m] + t[:m, :m].T))
-        vals, vecs = vals[::-1].copy(), vecs[:, ::-1].copy()
-        top, y = vals[:k], vecs[:, :k]
-        bound = tol * float(np.abs(vals).max())
-        f = images[last] - rows_of(t[last, :m]) @ basis[:m]
-        est = torch.linalg.vector_norm(rows_of(y[last].T) @ f, dim=1) if lanczos else None
-        if m >= d or est is None or bool((est <= bound).all()):
-            yt = rows_of(y.T)
-            ritz = yt @ basis[:m]
-            norms = torch.linalg.vector_norm(yt @ images[:m] - rows_of(top[:, None]) * ritz, dim=1)
-            if m >= d or bool((norms <= bound).all()):
-                return torch.from_numpy(top), ritz
-        if expansions >= max_iter:
-            worst = float((est if est is not None else norms).max())
-            warnings.warn(f"krylov: residuals {worst:.2e} above tol·max|θ| = {bound:.2e} after max_iter={max_iter} "
-                          "expansions; raise max_iter or tol", RuntimeWarning, stacklevel=3)
-            return torch.from_numpy(top), rows_of(y.T) @ basis[:m]
-        if m + k > cap:  # thick restart: the top Ritz vectors, their images and values, no products
-            n = min(k + 2, m)
-            keep = rows_of(vecs[:, :n].T)
-            basis[:n], images[:n] = keep @ basis[:m], keep @ images[:m]
-            t[:] = 0.0
-            t[:n, :n] = np.diag(vals[:n])
-            m, lanczos = n, False
-            new = images[:k] - rows_of(vals[:k, None]) * basis[:k]  # the residuals of the kept top k
-            new = _orthogonal_rows(new, basis[:m], d - m)
+        h = op(basis[lo:m])
+        local = h @ basis[near:m].T
+        f = torch.addmm(h, local, basis[near:m], alpha=-1)
+        full = f @ basis[:m].T
+        f = torch.addmm(f, full, basis[:m], alpha=-1)
+        full[:, near:] += local
+        rows = full.numpy(force=True)  # [b, m]: the new rows of T
+        if m - lo == 1 and m < d:  # one vector: Gram–Schmidt is done, normalise
+            norm = float(torch.linalg.vector_norm(f))
+            kept = norm * norm > 1e-12 * (float(np.dot(rows[0], rows[0])) + norm * norm)
+            if kept:
+                torch.div(f, norm, out=basis[m: m + 1])
+            nxt, c = m + kept, np.full((1, int(kept)), norm)
+            lost[lo] = 0.0 if kept else norm
         else:
-            new = _orthogonal_rows(f, basis[:m], d - m, size=torch.linalg.vector_norm(images[last], dim=1))
-        if new.shape[0] == 0:  # an invariant subspace: continue from a random direction
-            new = _orthogonal_rows(torch.randn(1, d, generator=gen, dtype=dtype).to(device), basis[:m], 1)
-        add(new)
+            nxt, c, lost[lo:m] = _orthonormal_rows(f, basis, m, min(k, d - m),
+                                                   removed=np.square(rows).sum(axis=1), passes=0)
+        t[lo:m, :m] = rows
+        t[:m, lo:m] = rows.T
+        vals, vecs = np.linalg.eigh(t[:m, :m])  # (LAPACK reads one triangle)
+        top, y = vals[::-1][:k].copy(), vecs[:, ::-1]
+        bound = tol * max(vals[-1], -vals[0])
+        base = np.linalg.norm(c.T @ y[lo:m, :k], axis=0)  # ‖F y_i[last]‖
+        est = base + lost[:m] @ np.abs(y[:, :k])  # ‖(HV − VT) y_i‖, bounded
+        if m >= d or bool((est <= bound).all()):
+            return torch.from_numpy(top), ritz(y[:, :k])
+        if bool((base <= bound).all()):  # only dropped rows stand in the way: form the residuals
+            u = ritz(y[:, :k])
+            r = torch.addcmul(op(u), torch.from_numpy(top[:, None]).to(u), u, value=-1)
+            if bool((torch.linalg.vector_norm(r, dim=1) <= bound).all()):
+                return torch.from_numpy(top), u
+        if expansions >= max_iter:
+            warnings.warn(f"krylov: residuals {float(est.max()):.2e} above tol·max|θ| = {bound:.2e} after "
+                          f"max_iter={max_iter} expansions; raise max_iter or tol", RuntimeWarning, stacklevel=3)
+            return torch.from_numpy(top), ritz(y[:, :k])
+        if nxt > cap or nxt == m == cap:  # thick restart: U (the top Ritz vectors), the next block Q, no products
+            n, b = min(k + 2, m), nxt - m
+            q = basis[m:nxt].clone()
+            basis[:n] = ritz(y[:, :n])
+            basis[n: n + b] = q
+            lost[:n], lost[n:] = lost[:m] @ np.abs(y[:, :n]), 0.0
+            t[:] = 0.0
+            t[:n, :n] = np.diag(vals[::-1][:n])  # T[Q, U] = (C Y_last)ᵀ comes back with Q's products
+            lo, m, near = n, n + b, 0
+        else:
+            lo, m, near = m, nxt, lo
+        if m == lo:  # an invariant subspace: continue from a random direction
+            r = torch.randn(1, d, generator=torch.Generator().manual_seed(seed + expansions + 1), dtype=dtype)
+            m, _, _ = _orthonormal_rows(r.to(device), basis, m, 1)
+            near = 0
         expansions += 1
 
 
-def _orthogonal_rows(x: Tensor, basis: Tensor, m_max: int, *, size: Tensor | None = None) -> Tensor:
-    """At most ``m_max`` orthonormal rows spanning ``x`` minus its projection on the orthonormal rows
-    of ``basis``: Gram–Schmidt, repeated (twice at most) while more than √eps of the row lies in the
-    basis. ``size``: the rows' norms before one pass the caller already made. A row left with under
-    1e-6 of its norm (in the span, up to rounding) is dropped."""
-    out: list[Tensor] = []
-    small = torch.finfo(x.dtype).eps ** 0.5
-    for i, row in enumerate(x):
-        if len(out) == m_max:
-            break
-        for q in out:  # the rows already taken from this block
-            row = row - (q @ row) * q
-        first = float(torch.linalg.vector_norm(row)) if size is None else float(size[i])
-        if size is None and basis.shape[0]:
-            row = row - (basis @ row) @ basis
-        for _ in range(2):
-            if not basis.shape[0]:
-                break
-            c = basis @ row
-            if float(torch.linalg.vector_norm(c)) <= small * float(torch.linalg.vector_norm(row)):
-                break
-            row = row - c @ basis
+@functools.lru_cache(maxsize=2)
+def _random_rows(seed: int, k: int, d: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``[k, d]`` standard normal rows from ``seed``, drawn once for repeated solves (e.g. one per
+    probe of a monitor: 25k normals cost more than a few products' bookkeeping). Callers must not
+    write to the result."""
+    return torch.randn(k, d, generator=torch.Generator().manual_seed(seed), dtype=dtype).to(device)
+
+
+def _orthonormal_rows(x: Tensor, basis: Tensor, m: int, m_max: int, *, removed: np.ndarray | None = None,
+                      passes: int = 2) -> tuple[int, np.ndarray, np.ndarray]:
+    """Write into ``basis[m:]`` at most ``m_max`` orthonormal rows Q spanning ``x`` minus its projection on
+    ``basis[:m]`` (orthonormal rows): ``passes`` block Gram–Schmidt passes against ``basis[:m]``
+    (the caller may have made them, removing squared norms ``removed`` from the rows), then
+    Gram–Schmidt within the block, twice per row. A row left with under 1e-6 of its norm is
+    numerically dependent: it is dropped. Returns the new row count, C with ``x ≈ C Q + D``
+    (``[rows, new]``) and the norms of D's rows (what the dropped rows left)."""
+    q = basis[:m]
+    for _ in range(passes if m else 0):
+        x = torch.addmm(x, x @ q.T, q, alpha=-1)
+    b = x.shape[0]
+    c, lost = np.zeros((b, min(b, m_max))), np.zeros(b)
+    gone = np.zeros(b) if removed is None else removed
+    start = m
+    for i in range(b):
+        row = x[i: i + 1]
+        left = float(torch.linalg.vector_norm(row)) ** 2 if m > start else 0.0
+        for _ in range(2 if m > start else 0):
+            new = basis[start:m]
+            coefs = row @ new.T
+            c[i, : m - start] += coefs.numpy(force=True)[0]
+            row = torch.addmm(row, coefs, new, alpha=-1)
         norm = float(torch.linalg.vector_norm(row))
-        if norm > 1e-6 * first:
-            out.append(row / norm)
-    return torch.stack(out) if out else x[:0]
+        if m - start < m_max and norm ** 2 > 1e-12 * (gone[i] + max(left, norm ** 2)):
+            torch.div(row, norm, out=basis[m: m + 1])
+            c[i, m - start] = norm
+            m += 1
+        else:
+            lost[i] = norm
+    return m, c[:, : m - start], lost
 
 
 def _check(k: int, method: str, tol: float, max_iter: int) -> None:
@@ -423,7 +461,7 @@ def solve(op: HessianOperator, *, k: int = 1, method: str = "auto", tol: float =
     _check(k, method, tol, max_iter)
     max_iter = int(max_iter)
     theta = op.theta.detach()
-    if not bool(torch.isfinite(theta).all()):
+    if not op.finite:
         raise ValueError("theta is not finite (NaN or inf entries): the Hessian is undefined there")
     d = op.dim
     if k > d:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import warnings
 
 import pytest
 import torch
 
 import rodflow
-from rodflow.sharpness import DENSE_MAX_DIM, HessianOperator, SharpnessTracker
+from rodflow.sharpness import DENSE_MAX_DIM, HessianOperator, SharpnessTracker, solve
 
 METHODS = ["dense", "krylov", "lanczos", "lobpcg"]
 ALL_METHODS = [*METHODS, "power"]
@@ -313,3 +314,62 @@ def test_krylov_leaves_an_exact_eigenvector_that_is_not_the_top_one():
     torch.testing.assert_close(res.eigenvalues, eigs[:2], rtol=1e-10, atol=0)
     with pytest.warns(RuntimeWarning, match="max_iter"):
         rodflow.sharpness(prob.loss_fn, prob.theta0, method="krylov", tol=1e-14, max_iter=3)
+
+
+@pytest.mark.parametrize(("k", "basis"), [(1, 3), (3, 4)])
+def test_krylov_through_thick_restarts_against_the_full_hessian(small_mlp, mlp_hessian, monkeypatch, k, basis):
+    """A basis of a few vectors forces restarts (the top Ritz vectors and the next block, no images
+    kept): the eigenvalues still match eigvalsh of the full Hessian and the true residuals, formed
+    here with the full Hessian, are below tol·θ — the solver reads them off the Lanczos relation."""
+    monkeypatch.setattr(importlib.import_module("rodflow.sharpness"), "KRYLOV_BASIS", basis)
+    theta, h = mlp_hessian
+    ref = torch.linalg.eigvalsh(h).flip(0)[:k]
+    tol = 1e-9
+    res = rodflow.sharpness(small_mlp.loss_fn, theta, k=k, method="krylov", tol=tol, max_iter=5000)
+    torch.testing.assert_close(res.eigenvalues, ref, rtol=1e-8, atol=0)
+    assert res.n_hvp > basis + 2 * k  # it did restart
+    for lam, vec in zip(res.eigenvalues, res.eigenvectors):
+        assert float(torch.linalg.vector_norm(vec)) == pytest.approx(1.0, abs=1e-12)
+        assert float(torch.linalg.vector_norm(h @ vec - lam * vec)) <= tol * float(ref[0]) * (1 + 1e-6)
+
+
+def test_krylov_of_the_scaled_operator_and_repeated_solves(small_mlp, mlp_hessian):
+    """λ_max(P^{-1/2} H P^{-1/2}) from the scaled operator against eigvalsh of the scaled full Hessian;
+    a solve leaves the shared random start untouched: the same call twice gives the same bits."""
+    theta, h = mlp_hessian
+    p = 0.5 + torch.rand(small_mlp.dim, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    s = p.rsqrt()
+    ref = torch.linalg.eigvalsh(s[:, None] * h * s[None, :]).flip(0)[:2]
+    op = HessianOperator(small_mlp.loss_fn, theta)
+    runs = [solve(op.scaled(p), k=2, method="krylov", tol=1e-10) for _ in range(2)]
+    torch.testing.assert_close(runs[0].eigenvalues, ref, rtol=1e-9, atol=0)
+    assert torch.equal(runs[0].eigenvalues, runs[1].eigenvalues)
+    assert torch.equal(runs[0].eigenvectors, runs[1].eigenvectors)
+    # one product at a time equals the block, and both equal S H S v from the full Hessian
+    v = torch.randn(3, small_mlp.dim, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    scaled = op.scaled(p)
+    block = scaled(v)
+    torch.testing.assert_close(torch.stack([scaled(row) for row in v]), block, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(block, v @ (s[:, None] * h * s[None, :]), rtol=1e-10, atol=1e-12)
+
+
+def test_krylov_never_reports_a_residual_it_dropped():
+    """A near-degenerate top pair (5 and 5 − gap) makes the single-vector Krylov sequence numerically
+    dependent, so Gram–Schmidt drops a row that still carries part of the residual. At tol 1e-12
+    the solver must account for it: it either returns an eigenpair whose true residual (against
+    the known diagonal Hessian) is below tol·θ, or warns that max_iter ran out."""
+    for gap in (1e-7, 1e-9):
+        eigs = torch.tensor([5.0, 5.0 - gap, 4.9, 4.0] + [1.0] * 300, dtype=torch.float64)
+        prob = rodflow.problems.quadratic(eigs, seed=None)
+        returned = 0
+        for max_iter in (3, 5, 40):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", RuntimeWarning)
+                res = rodflow.sharpness(prob.loss_fn, prob.theta0, method="krylov", tol=1e-12, max_iter=max_iter)
+            if any("max_iter" in str(w.message) for w in caught):
+                continue
+            returned += 1
+            vec, lam = res.eigenvectors[0], res.eigenvalues[0]
+            assert float(torch.linalg.vector_norm(eigs * vec - lam * vec)) <= 1e-12 * 5.0 * (1 + 1e-6)
+            assert float(lam) == pytest.approx(5.0, rel=1e-12)
+        assert returned >= 1
