@@ -1,7 +1,7 @@
 """The ``rodflow`` command. Parsing imports nothing heavy; each subcommand imports torch when it runs.
 
     rodflow train --task mlp-digits --optimizer adam --lr 0.01 --steps 400 --out run.h5
-    rodflow flow RUN --family rod [--start a --steps n --method trapezoid] [--out sol.h5]
+    rodflow flow RUN --family rod [--start a --steps n --method adams4] [--out sol.h5]
     rodflow sharpness RUN [--every K] [--out fig.png]
     rodflow fit RUN --family auto --fit lr,beta1
     rodflow plot RUN [SOL ...] --kind sharpness|tracking|loss [--pdf]
@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--start", type=int, default=None, help="first step (default: the run's first)")
     f.add_argument("--steps", type=_positive_int, default=None)
     f.add_argument("--method", default=None,
-                   help="solver (default: trapezoid for the rod's delay form, dopri5 for the stable flow)")
+                   help="solver (default: adams4 for the rod's delay form, dopri5 for the stable flow)")
     f.add_argument("--rtol", type=_positive_float, default=1e-6)
     f.add_argument("--atol", type=_positive_float, default=1e-9)
     f.add_argument("--out", type=Path, default=None, help="where to save the solution")

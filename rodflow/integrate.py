@@ -11,12 +11,15 @@ With ``delay=τ`` it solves the delay equation
 
     \dot y(t) = f\big(t - τ, y(t - τ)\big) + g\big(t, y(t)\big)
 
-(``f`` the field, ``g`` the optional ``instant`` part) by the explicit trapezoidal rule on a grid
-of step ``h = τ/k``: ``y_{n+1} = y_n + ½h[f_{n−k} + f_{n+1−k}] + h g_n`` with ``f_j = f(t_j, y_j)``.
-Both delayed values are already known, so a step costs one evaluation of ``f``; the delayed part
-is second-order accurate in ``h``. The past ``y(t₀ − s)`` (``0 < s ≤ τ``) is the tangent
-``y₀ − s f(t₀, y₀)`` (``history="tangent"``) or ``y₀`` (``"constant"``). torchdiffeq has no delay
-solver; this scheme is the integrator's own (see ``docs/flows.md`` for why the rod flows use it).
+(``f`` the field, ``g`` the optional ``instant`` part) on a grid of step ``h = τ/k`` by the
+Adams–Moulton weights applied to the delayed values, ``y_{n+1} = y_n + h Σ_j b_j f_{n+1−j−k} + h g_n``
+with ``f_i = f(t_i, y_i)``: ``"trapezoid"`` (b = ½, ½; second order), ``"adams3"``
+(5/12, 8/12, −1/12; third) and ``"adams4"`` (9/24, 19/24, −5/24, 1/24; fourth order). Every
+delayed value is already known (``k ≥ 1``), so the rules are explicit and a step costs one
+evaluation of ``f`` whatever the order; ``g`` is taken at ``y_n`` (first order). The past
+``y(t₀ − s)`` is the tangent ``y₀ − s f(t₀, y₀)`` (``history="tangent"``), ``y₀``
+(``"constant"``) or a function of t. torchdiffeq has no delay solver; these rules are the
+integrator's own (see ``docs/flows.md`` §6b for why the rod flows use them).
 """
 
 from __future__ import annotations
@@ -48,8 +51,11 @@ FIXED_STEP_METHODS = tuple(n for n in _SOLVERS if n not in ADAPTIVE_METHODS)
 METHODS = ADAPTIVE_METHODS + FIXED_STEP_METHODS
 
 #: Methods for a delay equation (``integrate(..., delay=τ)``): the explicit trapezoidal rule.
-DELAY_METHODS = ("trapezoid",)
-#: The past of a delay equation before ``t₀``: the tangent ``y₀ + (t − t₀)f(t₀, y₀)`` or ``y₀``.
+DELAY_METHODS = ("trapezoid", "adams3", "adams4")
+_DELAY_WEIGHTS = {"trapezoid": (1 / 2, 1 / 2), "adams3": (5 / 12, 8 / 12, -1 / 12),
+                  "adams4": (9 / 24, 19 / 24, -5 / 24, 1 / 24)}
+#: The past of a delay equation before ``t₀``: the tangent ``y₀ + (t − t₀)f(t₀, y₀)`` or ``y₀``
+#: (or a callable ``t ↦ y(t)``).
 HISTORIES = ("tangent", "constant")
 
 #: Step attempts allowed by default (``options={"max_num_steps": n}`` changes it).
@@ -171,7 +177,7 @@ def integrate(
     progress: bool | None = None,
     delay: float | None = None,
     instant: Field | None = None,
-    history: str = "tangent",
+    history: str | Callable[[float], Any] = "tangent",
 ) -> IntegrationResult:
     """Solve ``dy/dt = field(t, y)`` from ``y(t[0]) = y0`` and return ``y`` at every time in ``t``.
 
@@ -192,11 +198,13 @@ def integrate(
         progress: a bar on stderr in flow time, with the current step size and field evaluations
             (``None``: only when stderr is a terminal; see :mod:`rodflow.progress`).
         delay: solve the delay equation ``dy/dt = field(t − τ, y(t − τ)) + instant(t, y(t))`` with
-            ``τ = delay`` instead (method ``"trapezoid"``, ``options={"step_size": h}`` with ``τ/h``
-            a whole number, default ``h = τ``; every time in ``t`` must lie on the grid of ``h``).
+            ``τ = delay`` instead (methods :data:`DELAY_METHODS`, default ``"trapezoid"``;
+            ``options={"step_size": h}`` with ``τ/h`` a whole number, default ``h = τ``; every time
+            in ``t`` must lie on the grid of ``h``).
         instant: the delay equation's undelayed part (``None``: none; it may return ``None`` where it
             vanishes); only with ``delay``.
-        history: the delay equation's past before ``t[0]`` (:data:`HISTORIES`).
+        history: the delay equation's past before ``t[0]`` (:data:`HISTORIES`, or a callable
+            ``t ↦ y(t)`` for ``t < t[0]``).
 
     Raises:
         IntegrationError: non-finite state, step-size underflow or ``max_num_steps`` exceeded.
@@ -276,14 +284,15 @@ def _clipped(dy: State, clip: float | None) -> State:
 
 def _integrate_delay(field: Field, y0: State, t: Tensor | Any, *, delay: float, method: str,
                      options: dict[str, Any] | None, clip: float | None, check_finite: bool,
-                     progress: bool | None, instant: Field | None, history: str) -> IntegrationResult:
-    """The explicit trapezoidal rule for ``dy/dt = field(t − τ, y(t − τ)) + instant(t, y)`` (module docstring)."""
+                     progress: bool | None, instant: Field | None, history: str | Callable[[float], Any]
+                     ) -> IntegrationResult:
+    """The explicit Adams rules for ``dy/dt = field(t − τ, y(t − τ)) + instant(t, y)`` (module docstring)."""
     if method not in DELAY_METHODS:
         raise ValueError(f"method: a delay equation is solved by {', '.join(DELAY_METHODS)}, got {method!r}")
     if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay > 0 or not delay < float("inf"):
         raise ValueError(f"delay must be a positive number, got {delay!r}")
-    if history not in HISTORIES:
-        raise ValueError(f"history must be one of {HISTORIES}, got {history!r}")
+    if not callable(history) and history not in HISTORIES:
+        raise ValueError(f"history must be one of {HISTORIES} or a callable t ↦ y(t), got {history!r}")
     if not callable(field):
         raise TypeError("field must be callable as field(t, y)")
     if instant is not None and not callable(instant):
@@ -322,16 +331,27 @@ def _integrate_delay(field: Field, y0: State, t: Tensor | Any, *, delay: float, 
         stats.nfe += 1
         return _clipped(field(torch.tensor(tt, dtype=t.dtype), y), clip)
 
+    b = _DELAY_WEIGHTS[method]
+    q = len(b)
     f0 = f(t0, y0)
-    past = [f(t0 - j * h, y0 if history == "constant" else _add(y0, (-j * h, f0))) for j in range(k, 0, -1)]
-    past.append(f0)  # f at the nodes n − k … n
+
+    def before(j: int) -> State:
+        """y at the node −j of the past."""
+        if callable(history):
+            return history(t0 - j * h)  # type: ignore[no-any-return]
+        return y0 if history == "constant" else _add(y0, (-j * h, f0))
+
+    # f at the nodes n + 2 − k − q … n (the oldest first): the delayed values of step n and later
+    past = [f(t0 - j * h, before(j)) for j in range(k + q - 2, 0, -1)]
+    past.append(f0)
     out: list[State] = [y0]
     y = y0
     with progress_bar(float(t[-1]) - t0, f"integrate ({method}, delay {delay:g})", progress=progress,
                       unit="t") as bar:
         for n in range(n_last):
             tn = t0 + n * h
-            terms = [(0.5 * h, past[0]), (0.5 * h, past[1])]
+            # y_{n+1} = y_n + h Σ_j b_j f_{n+1−j−k}: f_{n+1−k} is past[q − 1], f_{n+2−k−q} past[0]
+            terms = [(h * bj, past[q - 1 - j]) for j, bj in enumerate(b)]
             g = None if instant is None else instant(torch.tensor(tn, dtype=t.dtype), y)
             if g is not None:  # an instant part may be absent at times (``None``)
                 terms.append((h, _clipped(g, clip)))

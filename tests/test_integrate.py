@@ -12,7 +12,7 @@ import scipy.linalg
 import torch
 
 import rodflow
-from rodflow.integrate import IntegrationError, integrate
+from rodflow.integrate import _DELAY_WEIGHTS, IntegrationError, integrate
 
 
 def _van_der_pol(t, y, mu=2.0):
@@ -112,7 +112,7 @@ def test_bad_arguments():
 
 _STIFF_SCRIPT = """
 import torch
-from rodflow.integrate import IntegrationError, integrate
+from rodflow.integrate import _DELAY_WEIGHTS, IntegrationError, integrate
 assert not __debug__  # python -O: torchdiffeq's own asserts are gone
 f64 = torch.float64
 for field, t1, options, expected in [
@@ -198,6 +198,27 @@ def test_delay_equation_against_its_closed_form_at_second_order(a):
     assert errors[-1] < 5e-4
     for coarse, fine in itertools.pairwise(errors):
         assert 3.6 < coarse / fine < 4.4  # second order
+
+
+@pytest.mark.parametrize(("method", "order"), [("trapezoid", 2), ("adams3", 3), ("adams4", 4)])
+@pytest.mark.parametrize("a", [-0.6, 0.8])
+def test_delay_rules_converge_at_their_order_on_an_exponential_solution(method, order, a):
+    """``y' = a·y(t − τ)`` with the past ``e^{st}``, s the real root of ``s = a e^{−sτ}`` (scipy's brentq):
+    the solution is ``e^{st}`` for all t (smooth, so every rule shows its order)."""
+    from scipy.optimize import brentq
+
+    tau = 0.5
+    s = brentq(lambda x: x - a * math.exp(-x * tau), -1.9, 2.0)
+    t = torch.linspace(0.0, 4.0, 9, dtype=torch.float64)
+    errors = []
+    for h in (1 / 8, 1 / 16, 1 / 32):
+        res = integrate(lambda _, y: a * y, torch.ones(1, dtype=torch.float64), t, delay=tau, method=method,
+                        history=lambda x: torch.tensor([math.exp(s * x)], dtype=torch.float64),
+                        options={"step_size": h})
+        errors.append(float((res.ys[:, 0] - torch.exp(s * t)).abs().max()))
+        assert res.stats.nfe == round(4.0 / h) + round(tau / h) + len(_DELAY_WEIGHTS[method]) - 2  # one per step
+    for coarse, fine in itertools.pairwise(errors):
+        assert 0.8 * 2**order < coarse / fine < 1.25 * 2**order
 
 
 def test_delay_equation_tuple_state_instant_part_and_tangent_history():

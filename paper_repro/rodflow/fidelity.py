@@ -12,8 +12,8 @@ against the iterates', gradient evaluations per modelled step.
 Variants: ``stable1``/``stable2``/``stable2d`` (the stable flow: order 1, the look-behind ODE of
 order 2, the delay form of order 2), ``rod1`` (first-order rod with the seven-point fit and the
 roundoff floor), ``rod2`` (the default rod: the delay form, seven-point fit, roundoff floor, the
-trapezoidal rule at h = ¼), ``rod2_fine`` (the same at h = 1/16: how far the default step is from
-a converged solve; ``rod2_h2``, ``rod2_h4``: at h = ½, ¼), ``rod2_lookbehind`` (the look-behind ODE with its truncation limiter, the
+fourth-order Adams rule at h = ¼), ``rod2_fine`` (the same at h = 1/16: how far the default step
+is from a converged solve; ``rod2_a4_h2`` at h = ½; ``rod2_trap_*``: the trapezoidal rule), ``rod2_lookbehind`` (the look-behind ODE with its truncation limiter, the
 previous default) and ``rod1_legacy`` (first order, three-point fit, floor 10⁻¹⁰: the first
 release's rod). The second-order ratios divide the *closer* of the two second-order stable flows
 by the rod. ``--method/--rtol/--atol`` apply to the ODE variants; the delay forms use the
@@ -57,8 +57,10 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "rod1": ("rod", {"order": 1, "init": "7pt", "floor": "roundoff"}),
     "rod2": ("rod", {}),  # the defaults (the delay form)
     "rod2_fine": ("rod", {}),  # the defaults at a step of 1/16 (STEPS)
-    "rod2_h2": ("rod", {}),  # the defaults at a step of 1/2 (STEPS)
-    "rod2_h4": ("rod", {}),  # the defaults at a step of 1/4 (STEPS)
+    "rod2_trap_h2": ("rod", {}),  # the trapezoidal rule at a step of 1/2 (STEPS, DELAY_RULES)
+    "rod2_trap_h4": ("rod", {}),  # the trapezoidal rule at a step of 1/4
+    "rod2_trap_fine": ("rod", {}),  # the trapezoidal rule at a step of 1/16
+    "rod2_a4_h2": ("rod", {}),  # the fourth-order Adams rule (the default) at a step of 1/2
     "stable2d": ("stable", {"order": 2, "form": "delay"}),
     "rod2_lookbehind": ("rod", {"form": "look_behind"}),  # the previous default (limiter "truncate")
     "rod1_legacy": ("rod", {"order": 1, "init": "3pt", "floor": 1e-10}),
@@ -73,7 +75,10 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 DEFAULT_VARIANTS = ("stable1", "stable2", "stable2d", "rod1", "rod2", "rod2_fine", "rod2_lookbehind")
 #: Steps of the delay forms' trapezoidal rule, where not the default ½.
-STEPS = {"rod2_fine": 1 / 16, "rod2_h2": 1 / 2, "rod2_h4": 1 / 4}
+STEPS = {"rod2_fine": 1 / 16, "rod2_trap_h2": 1 / 2, "rod2_trap_h4": 1 / 4, "rod2_trap_fine": 1 / 16,
+         "rod2_a4_h2": 1 / 2}
+#: Rules of the delay forms, where not the default (``rodflow.flows.base.DELAY_METHOD``).
+DELAY_RULES = {"rod2_trap_h2": "trapezoid", "rod2_trap_h4": "trapezoid", "rod2_trap_fine": "trapezoid"}
 OPTIMIZERS = ("gd", "heavy_ball", "nesterov", "scalar_rmsprop", "rmsprop", "scalar_adam", "adam", "scalar_nadam",
               "nadam")
 #: Steps of the adaptive methods' start-up transient that no flow starts in.
@@ -116,7 +121,8 @@ def run_case(data: str, seed: int, name: str, hp: dict[str, Any], n: int, width:
         flow = make(spec, prob.loss_fn, **kw)
         t0 = time.perf_counter()
         if flow.form == "delay":
-            how: dict[str, Any] = {"options": {"step_size": STEPS[tag]} if tag in STEPS else None}
+            how: dict[str, Any] = {"options": {"step_size": STEPS[tag]} if tag in STEPS else None,
+                                   "method": DELAY_RULES.get(tag)}
         else:
             how = {"method": method, "rtol": rtol, "atol": atol, "options": {"max_num_steps": 40 * (steps - start)}}
         try:

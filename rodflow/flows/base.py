@@ -43,15 +43,17 @@ RATES = ("step", "central")
 #: Orders of the flow: 1 (``dZ/dt = F``) or 2 (see :data:`FORMS`).
 ORDERS = (1, 2)
 #: Forms of the second-order flow: ``"look_behind"`` (the ODE ``dZ/dt = F(t − ½, Z − ½F(t, Z))``)
-#: or ``"delay"`` (the delay equation ``dZ/dt = F(t − ½, Z(t − ½))``, solved by the trapezoidal
+#: or ``"delay"`` (the delay equation ``dZ/dt = F(t − ½, Z(t − ½))``, solved by the integrator's Adams
 #: rule of :func:`~rodflow.integrate.integrate`).
 FORMS = ("look_behind", "delay")
 #: The delay of ``form="delay"``: half a step.
 DELAY = 0.5
-#: The default step of ``form="delay"``'s trapezoidal rule: half the delay, two evaluations of F
-#: per half step (8 gradients per step for the rod). The coarsest step whose EoS-window distance to
-#: the iterates stayed within 10 % of the h = 1/16 solve for all eight optimizers on digits
-#: (h = ½: up to 24 % off, Adam; ¼: at most 8.7 %, scalar NAdam; ``results/fidelity_steps_*.md``).
+#: The default rule and step of ``form="delay"``: the fourth-order Adams rule at a quarter step,
+#: four evaluations of F per step (8 gradients per step for the rod). Chosen on digits seed 1
+#: (``results/fidelity_adams_digits_seed1.md``): its EoS-window distance to the iterates was within
+#: 3.2 % of the h = 1/16 solve for all eight optimizers (at h = ½ up to 67 %, NAdam); the
+#: trapezoidal rule at h = ¼ was up to 12.8 % off (``results/fidelity_steps_digits_seed1.md``).
+DELAY_METHOD = "adams4"
 DELAY_STEP = 0.25
 #: Limiters of the look-behind correction (order 2): ``None``, ``"truncate"`` (a ratio per state
 #: entry, :func:`~rodflow.flows.parts.truncate`) or ``"truncate_relative"`` (one ratio for the
@@ -390,9 +392,9 @@ class Flow(ABC):
 
         ``method``: a torchdiffeq method (default ``"dopri5"``); fixed-step methods default to a step
         of one optimizer step (``options={"step_size": h}`` changes it). ``form="delay"`` is solved
-        by the trapezoidal rule (``method="trapezoid"``, the default) with a step of a quarter of an
-        optimizer step (:data:`DELAY_STEP`; ``options={"step_size": ½/j}`` sets it, and ``rtol``,
-        ``atol`` play no part). The solution is sampled at every integer step. With ``sharpness_every=N``
+        by the integrator's explicit Adams rules for delay equations (default :data:`DELAY_METHOD`,
+        fourth order, at a quarter of an optimizer step, :data:`DELAY_STEP`;
+        ``options={"step_size": ½/j}`` sets it, and ``rtol``, ``atol`` play no part). The solution is sampled at every integer step. With ``sharpness_every=N``
         the sharpness at the predicted iterates is recorded every N steps. ``start`` and ``steps``
         take anything :func:`operator.index` takes (not bools). The trajectory's recorded optimizer
         and hyperparameters must be the flow's (``check_config=False`` skips the check). A flow of
@@ -427,7 +429,7 @@ class Flow(ABC):
         t = torch.arange(start, start + steps + 1, dtype=dtype, device=y0[0].device)
         self.nfe_grad = 0
         if self.form == "delay":
-            method = method or "trapezoid"
+            method = method or DELAY_METHOD
             if method not in DELAY_METHODS:
                 raise ValueError(f"method: form='delay' is a delay equation, solved by {', '.join(DELAY_METHODS)}; "
                                  f"got {method!r} (form='look_behind' is the second-order ODE)")

@@ -38,13 +38,16 @@ optimizer's Jacobian has the eigenvalue −1: at each optimizer's own threshold.
 field at the pre-update moments instead gives the right threshold but a wrong growth rate.)
 With Δ = μ = 0 the rod flow is the stable flow.
 
-**Order.** ``order=1`` integrates the increment ``F`` of the rod map (above); ``order=2`` the
-look-behind field ``F(t − ½, Z − ½F(t, Z))``, the rod map's second-order modified equation
-``F − ½(∂_tF + F′F)``: its linearised top-mode rate is ``ε − ε²/2`` where the map multiplies by
-``1 + ε`` (exact: ``ln(1 + ε)``; first order: ``ε``). ``limiter="truncate"`` (the default; ``None``
-switches it off) keeps the look-behind's correction ``C = F₂ − F`` of each state entry while
-``‖C‖ ≤ ‖F‖`` and scales it by ``‖F‖²/‖C‖²`` beyond: past ε = 2 the look-behind rate turns
-negative, and at a catapult the correction outgrows the field (see ``docs/flows.md``).
+**Order and form.** ``order=1`` integrates the increment ``F`` of the rod map (above). ``order=2``
+(the default) reads the map to second order, by default as the delay equation
+``dZ/dt = F(t − ½, Z(t − ½))`` (``form="delay"``: the map's increment is the flow's velocity at the
+step's midpoint), whose linearised top-mode rate is the root of ``s = ε e^{−s/2}``,
+``ε − ε²/2 + 3ε³/8 − …``, where the map multiplies by ``1 + ε`` (exact: ``ln(1 + ε)``; first
+order: ``ε``); it is solved by the integrator's fourth-order Adams rule at a step of ¼ (8 gradients per
+step). ``form="look_behind"`` is the ODE ``F(t − ½, Z − ½F(t, Z))``, the modified equation
+``F − ½(∂_tF + F′F)`` (rate ``ε − ε²/2``, negative past ε = 2), with ``limiter="truncate"`` (its
+default; ``None`` switches it off), which keeps the correction ``C = F₂ − F`` of each state entry
+while ``‖C‖ ≤ ‖F‖`` and scales it by ``‖F‖²/‖C‖²`` beyond (see ``docs/flows.md`` §6, §6b).
 
 **Initial state.** ``init="7pt"`` fits W, Δ (and M, μ) with the seven-point binomial filter,
 which cancels the drift up to degree 5 (``init="3pt"``, the three-point fit, counts the drift's
@@ -61,8 +64,9 @@ smallest relative rod width: ``floor="roundoff"`` is the iterates' own rounding 
 grows; a number sets ρ itself; ``None`` switches the floor off. ``λ_f`` (``floor_rate``) sets how
 strongly it is held: the width settles where ``λ_f(1 − r)² = σ``. The decay rate σ of a stable
 alternating mode is at most 2 at first order (the eigenvalues of ``A`` have real part ≥ −1) and
-at most 4 under the look-behind (``σ = 2 + ½·2²``), so the default λ_f = 4.5 × order holds the
-width at no less than ρ(1 − √(2/4.5)) = ρ/3. With ``floor="roundoff"`` a rod narrower than
+at most 4 under the look-behind (``σ = 2 + ½·2²``) and at most 2 in the delay form (its rate is
+``2W₀(ε/2)``, Lambert's W, whose real part is ≥ −2 on the unit disk of multipliers), so the
+default λ_f = 4.5 × order holds the width at no less than ρ(1 − √(2/4.5)) = ρ/3. With ``floor="roundoff"`` a rod narrower than
 eps^(1/3)‖W‖ (where ``W ± Δ`` loses Δ to rounding) is evaluated as a linear response,
 ``ḡ = ∇L(W)``, ``g̃ = ∇²L(W)Δ`` (one Hessian-vector product), and Δ, μ get an absolute tolerance
 10⁻¹⁰ times the others'.
@@ -262,9 +266,10 @@ def rod_flow(spec: OptimizerSpec, loss_fn: LossFn, *, order: int = 2, init: str 
              limiter: str | None = "truncate", noise: float | Tensor | None = None, form: str = "delay") -> RodFlow:
     """The rod flow of optimizer ``spec`` on ``loss_fn`` (see :class:`RodFlow`).
 
-    Defaults: the look-behind (second-order) field with its correction truncated where it outgrows
-    the first-order field (``limiter="truncate"``), the seven-point initial fit and the roundoff
-    floor. ``order=1, init="3pt", floor=1e-10`` is the first-order rod of the first release.
+    Defaults: second order in the delay form (``form="delay"``, solved by the fourth-order Adams rule;
+    ``form="look_behind"`` is the ODE, with its correction truncated where it outgrows the
+    first-order field, ``limiter="truncate"``), the seven-point initial fit and the roundoff floor.
+    ``order=1, init="3pt", floor=1e-10`` is the first-order rod of the first release.
     ``noise``: the gradient-noise variance σ² (see :func:`~rodflow.flows.stable.stable_flow`);
     ``N⁺ = β₂N + (1 − β₂)(½[sq(g₊) + sq(g₋)] + E[sq(z)])``.
     """
