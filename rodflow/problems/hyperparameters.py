@@ -33,6 +33,10 @@ _DIGITS_EOS: dict[str, dict[str, Any]] = {
     "nadam": {"lr": 1e-2, "momentum_decay": None},
 }
 
+_FASHION_EOS: dict[str, dict[str, Any]] = {
+    "gd": {"lr": 0.05},
+}
+
 HYPERPARAMETERS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     "digits": {
         "train": {
@@ -50,6 +54,7 @@ HYPERPARAMETERS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
         "eos": _DIGITS_EOS,
     },
     "mnist5k": {"eos": _DIGITS_EOS},
+    "fashion": {"eos": _FASHION_EOS},
     "quadratic": {
         "unit": {
             "gd": {"lr": 0.1},
