@@ -303,7 +303,11 @@ def main(argv: list[str] | None = None) -> int:
             done.add((r["data"], r["seed"], r["optimizer"]))
     elif jsonl.exists():
         jsonl.unlink()
-    cases = [(d, s, o) for d in datas for s in seeds for o in names if (d, s, o) not in done]
+    for d in datas:
+        if missing := [o for o in names if o not in EOS_LRS[d]]:
+            print(f"{d}: no edge-of-stability rate for {', '.join(missing)} (rodflow.problems.hyperparameters); "
+                  "skipped", flush=True)
+    cases = [(d, s, o) for d in datas for s in seeds for o in names if o in EOS_LRS[d] and (d, s, o) not in done]
     command = "python " + " ".join([str(Path(sys.argv[0]).relative_to(ROOT)) if Path(sys.argv[0]).is_absolute()
                                     and ROOT in Path(sys.argv[0]).parents else sys.argv[0], *sys.argv[1:]])
     print(f"{len(cases)} cases -> {jsonl}", flush=True)

@@ -1,7 +1,8 @@
 """Rod flow vs stable flow tracking the iterates of eight optimizers through the edge of stability.
 
 For each optimizer: full-batch training of a tanh MLP with MSE on one-hot targets (MNIST 5k
-subset by default, scikit-learn's digits with ``--data digits``) at a learning rate that enters
+subset by default, scikit-learn's digits with ``--data digits``; the small CNN of the ``cnn-fashion``
+task on Fashion-MNIST with ``--data fashion``) at a learning rate that enters
 the edge of stability; the stable and the rod flow — both with the defaults of
 :func:`rodflow.rod_flow` and the stable flow of the same (second) order — are solved from the
 same start; their distances to the iterates (parity and phase-free, :mod:`rodflow.compare`)
@@ -160,10 +161,14 @@ def main(argv: list[str] | None = None) -> int:
         name, _, value = item.partition("=")
         lrs.setdefault(name, {})["lr"] = float(value)
     names = [s for s in args.optimizers.split(",") if s]
+    if missing := [s for s in names if s not in lrs]:
+        print(f"{args.data}: no edge-of-stability rate for {', '.join(missing)} (give one with --lr); skipped",
+              flush=True)
+        names = [s for s in names if s in lrs]
     config = {"data": args.data, "n": n, "width": args.width, "steps": args.steps, "seed": args.seed,
               "sharpness_every": args.sharpness_every, "onset": args.onset, "lead": args.lead, "skip_zero_start": args.skip_zero_start, "rtol": args.rtol, "atol": args.atol,
               "hyperparameters": {k: lrs[k] for k in names}, "dim": prob.dim, "torch": torch.__version__}
-    print(f"{args.data}: {n} examples, MLP {prob.dim} parameters, {args.steps} steps", flush=True)
+    print(f"{args.data}: {n} examples, {prob.dim} parameters, {args.steps} steps", flush=True)
     rows = []
     args.figures.mkdir(parents=True, exist_ok=True)
     args.results.mkdir(parents=True, exist_ok=True)
