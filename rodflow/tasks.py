@@ -32,7 +32,17 @@ def task(name: str, *, n: int | None = None, seed: int = 0, width: int = 32) -> 
     """The problem called ``name`` (see :data:`TASKS`) with ``n`` examples (default: the task's)."""
     import torch
 
-    from .problems import Problem, digits, fashion_mnist, matrix_factorization, mlp, mnist5k, module_problem, one_hot
+    from .problems import (
+        Problem,
+        cnn,
+        digits,
+        fashion_mnist,
+        matrix_factorization,
+        mlp,
+        mnist5k,
+        module_problem,
+        one_hot,
+    )
 
     if name not in TASKS:
         raise ValueError(f"task: unknown {name!r}; choose one of {', '.join(TASKS)}")
@@ -45,11 +55,7 @@ def task(name: str, *, n: int | None = None, seed: int = 0, width: int = 32) -> 
         return Problem(prob.loss_fn, prob.theta0, {**prob.info, **info})
     if name == "cnn-fashion":
         x, y = fashion_mnist(n=n, seed=seed, dtype=torch.float64)
-        torch.manual_seed(seed)
-        net = torch.nn.Sequential(
-            torch.nn.Conv2d(1, 8, 5, stride=2), torch.nn.Tanh(), torch.nn.Conv2d(8, 16, 5, stride=2), torch.nn.Tanh(),
-            torch.nn.Flatten(), torch.nn.Linear(16 * 4 * 4, 10)).to(torch.float64)
-        prob = module_problem(net, x, y, loss="cross_entropy")
+        prob = module_problem(cnn(seed=seed), x, y, loss="cross_entropy")
     else:
         x, y = (digits if name == "mlp-digits" else mnist5k)(n=n, seed=seed)
         prob = module_problem(mlp((x.shape[1], width, 10), seed=seed), x, one_hot(y, 10))

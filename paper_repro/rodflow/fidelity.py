@@ -265,11 +265,12 @@ def report(rows: list[dict[str, Any]], out_md: Path, out_png: Path | None, comma
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default="digits", help="comma-separated: digits, mnist5k")
+    p.add_argument("--data", default="digits", help="comma-separated: digits, mnist5k, fashion (the CNN)")
     p.add_argument("--seeds", default="0")
     p.add_argument("--optimizers", default=",".join(OPTIMIZERS))
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
-    p.add_argument("--n", type=int, default=None, help="examples (default: 1000 for mnist5k, 256 for digits)")
+    p.add_argument("--n", type=int, default=None, help="examples (default: 1000 for mnist5k, 256 for digits, "
+                   "128 for fashion; tracking.DEFAULT_N)")
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--sharpness-every", type=int, default=10)
@@ -286,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=ROOT / "paper_repro" / "rodflow" / "results")
     p.add_argument("--figures", type=Path, default=ROOT / "figures")
     args = p.parse_args(argv)
-    from paper_repro.rodflow.tracking import EOS_LRS
+    from paper_repro.rodflow.tracking import DEFAULT_N, EOS_LRS
 
     datas = [d for d in args.data.split(",") if d]
     seeds = [int(s) for s in args.seeds.split(",") if s]
@@ -308,7 +309,11 @@ def main(argv: list[str] | None = None) -> int:
             done.add((r["data"], r["seed"], r["optimizer"]))
     elif jsonl.exists():
         jsonl.unlink()
-    cases = [(d, s, o) for d in datas for s in seeds for o in names if (d, s, o) not in done]
+    for d in datas:
+        if missing := [o for o in names if o not in EOS_LRS[d]]:
+            print(f"{d}: no edge-of-stability rate for {', '.join(missing)} (rodflow.problems.hyperparameters); "
+                  "skipped", flush=True)
+    cases = [(d, s, o) for d in datas for s in seeds for o in names if o in EOS_LRS[d] and (d, s, o) not in done]
     command = "python " + " ".join([str(Path(sys.argv[0]).relative_to(ROOT)) if Path(sys.argv[0]).is_absolute()
                                     and ROOT in Path(sys.argv[0]).parents else sys.argv[0], *sys.argv[1:]])
     print(f"{len(cases)} cases -> {jsonl}", flush=True)
@@ -324,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         from ray.util.joblib import register_ray  # type: ignore[import-not-found]
 
         register_ray()
-    jobs = (delayed(run_case)(d, s, o, dict(EOS_LRS[d][o]), args.n or (1000 if d == "mnist5k" else 256), args.width,
+    jobs = (delayed(run_case)(d, s, o, dict(EOS_LRS[d][o]), args.n or DEFAULT_N[d], args.width,
                               args.steps, args.sharpness_every, args.lead, args.method, args.rtol, args.atol, variants)
             for d, s, o in cases)
     with parallel_config(backend=args.backend, n_jobs=args.jobs):

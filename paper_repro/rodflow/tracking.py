@@ -1,7 +1,8 @@
 """Rod flow vs stable flow tracking the iterates of eight optimizers through the edge of stability.
 
 For each optimizer: full-batch training of a tanh MLP with MSE on one-hot targets (MNIST 5k
-subset by default, scikit-learn's digits with ``--data digits``) at a learning rate that enters
+subset by default, scikit-learn's digits with ``--data digits``; the small CNN of the ``cnn-fashion``
+task on Fashion-MNIST with ``--data fashion``) at a learning rate that enters
 the edge of stability; the stable and the rod flow — both with the defaults of
 :func:`rodflow.rod_flow` and the stable flow of the same (second) order — are solved from the
 same start; their distances to the iterates (parity and phase-free, :mod:`rodflow.compare`)
@@ -36,22 +37,34 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: Learning rates that enter EoS within the run: the package's table (rodflow.problems.hyperparameters)
 EOS_LRS: dict[str, dict[str, dict[str, Any]]] = {data: rodflow.problems.hyperparameters(data, "eos")
-                                                 for data in ("digits", "mnist5k")}
+                                                 for data in ("digits", "mnist5k", "fashion")}
+#: Full-batch size per data set when not given (fashion: the CNN costs ~12 ms per gradient at 128 examples
+#: on one thread, so that one case of the fidelity sweep stays within minutes)
+DEFAULT_N = {"digits": 256, "mnist5k": 1000, "fashion": 128}
 
 DEFAULT_OPTIMIZERS = ("heavy_ball", "nesterov", "scalar_rmsprop", "rmsprop", "scalar_adam", "adam", "scalar_nadam",
                       "nadam")
 
 
-def make_problem(data: str, n: int, width: int, seed: int, depth: int = 1) -> rodflow.problems.Problem:
-    """A tanh MLP with ``depth`` hidden layers of ``width`` units on ``n`` examples, MSE on one-hot targets."""
-    if data == "digits":
-        x, y = rodflow.problems.digits(n=n, seed=seed)
-    elif data == "mnist5k":
-        x, y = rodflow.problems.mnist5k(n=n, seed=seed)
+def make_problem(data: str, n: int, width: int, seed: int, depth: int = 1, loss: str | None = None) -> rodflow.problems.Problem:
+    """Full-batch problem on ``n`` examples: for ``digits``/``mnist5k`` a tanh MLP with ``depth`` hidden layers of
+    ``width`` units, for ``fashion`` the small tanh CNN of the ``cnn-fashion`` task (``width``, ``depth`` unused).
+
+    ``loss`` (default ``"mse"``: ½‖f(x) − onehot(y)‖² averaged over examples) or ``"cross_entropy"``.
+    """
+    loss = "mse" if loss is None else loss
+    if loss not in ("mse", "cross_entropy"):
+        raise ValueError(f"loss must be 'mse' or 'cross_entropy', got {loss!r}")
+    if data == "fashion":
+        x, y = rodflow.problems.fashion_mnist(n=n, seed=seed, dtype=torch.float64)
+        net = rodflow.problems.cnn(seed=seed)
+    elif data in ("digits", "mnist5k"):
+        x, y = (rodflow.problems.digits if data == "digits" else rodflow.problems.mnist5k)(n=n, seed=seed)
+        net = rodflow.problems.mlp([x.shape[1], *([width] * depth), 10], activation="tanh", seed=seed)
     else:
-        raise ValueError(f"data must be 'digits' or 'mnist5k', got {data!r}")
-    net = rodflow.problems.mlp([x.shape[1], *([width] * depth), 10], activation="tanh", seed=seed)
-    return rodflow.problems.module_problem(net, x, rodflow.problems.one_hot(y, 10), loss="mse")
+        raise ValueError(f"data must be 'digits', 'mnist5k' or 'fashion', got {data!r}")
+    targets = rodflow.problems.one_hot(y, 10) if loss == "mse" else y
+    return rodflow.problems.module_problem(net, x, targets, loss=loss)
 
 
 def run_one(name: str, hp: dict[str, Any], prob: Any, steps: int, sharpness_every: int, rtol: float,
@@ -122,8 +135,8 @@ def markdown(rows: list[dict[str, str]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", choices=("mnist5k", "digits"), default="mnist5k")
-    p.add_argument("--n", type=int, default=None, help="examples (default: 1000 for mnist5k, 256 for digits)")
+    p.add_argument("--data", choices=tuple(DEFAULT_N), default="mnist5k")
+    p.add_argument("--n", type=int, default=None, help=f"examples (default: {DEFAULT_N})")
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
@@ -141,17 +154,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--figures", type=Path, default=ROOT / "figures")
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)
-    n = args.n or (1000 if args.data == "mnist5k" else 256)
+    n = args.n or DEFAULT_N[args.data]
     prob = make_problem(args.data, n, args.width, args.seed)
     lrs = {k: dict(v) for k, v in EOS_LRS[args.data].items()}
     for item in args.lr:
         name, _, value = item.partition("=")
         lrs.setdefault(name, {})["lr"] = float(value)
     names = [s for s in args.optimizers.split(",") if s]
+    if missing := [s for s in names if s not in lrs]:
+        print(f"{args.data}: no edge-of-stability rate for {', '.join(missing)} (give one with --lr); skipped",
+              flush=True)
+        names = [s for s in names if s in lrs]
     config = {"data": args.data, "n": n, "width": args.width, "steps": args.steps, "seed": args.seed,
               "sharpness_every": args.sharpness_every, "onset": args.onset, "lead": args.lead, "skip_zero_start": args.skip_zero_start, "rtol": args.rtol, "atol": args.atol,
               "hyperparameters": {k: lrs[k] for k in names}, "dim": prob.dim, "torch": torch.__version__}
-    print(f"{args.data}: {n} examples, MLP {prob.dim} parameters, {args.steps} steps", flush=True)
+    print(f"{args.data}: {n} examples, {prob.dim} parameters, {args.steps} steps", flush=True)
     rows = []
     args.figures.mkdir(parents=True, exist_ok=True)
     args.results.mkdir(parents=True, exist_ok=True)

@@ -10,12 +10,13 @@ from .base import Problem
 from .data import digits, fashion_mnist, jane_austen, jester_like, mnist5k, movielens100k, one_hot, read_jester
 from .factorization import matrix_factorization
 from .hyperparameters import HYPERPARAMETERS, hyperparameters
-from .nets import digits_mlp, mlp, module_problem
+from .nets import cnn, digits_mlp, mlp, module_problem
 from .quadratic import quadratic, random_rotation
 
 __all__ = [
            "HYPERPARAMETERS",
            "Problem",
+           "cnn",
            "digits",
            "digits_mlp",
            "fashion_mnist",

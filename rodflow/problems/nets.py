@@ -14,7 +14,7 @@ from ..phase import flatten, unflatten
 from .base import Problem
 from .data import digits, one_hot
 
-__all__ = ["digits_mlp", "mlp", "module_problem"]
+__all__ = ["cnn", "digits_mlp", "mlp", "module_problem"]
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU, "softplus": nn.Softplus}
 
@@ -35,6 +35,22 @@ def mlp(sizes: Sequence[int], *, activation: str = "tanh", bias: bool = True, se
             if i < len(sizes) - 2:
                 layers.append(_ACTIVATIONS[activation]())
         net = nn.Sequential(*layers).to(dtype)
+    finally:
+        torch.random.set_rng_state(gen_state)
+    return net
+
+
+def cnn(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Sequential:
+    """A small tanh CNN for ``[n, 1, 28, 28]`` images, 10 logits (PyTorch's default init, seeded).
+
+    conv 5×5 stride 2 (1→8 channels, 28→12) · tanh · conv 5×5 stride 2 (8→16, 12→4) · tanh · linear 256→10;
+    5,994 parameters. The global random state is left as it was.
+    """
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        net = nn.Sequential(nn.Conv2d(1, 8, 5, stride=2), nn.Tanh(), nn.Conv2d(8, 16, 5, stride=2), nn.Tanh(),
+                            nn.Flatten(), nn.Linear(16 * 4 * 4, 10)).to(dtype)
     finally:
         torch.random.set_rng_state(gen_state)
     return net
