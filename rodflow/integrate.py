@@ -50,7 +50,7 @@ FIXED_STEP_METHODS = tuple(n for n in _SOLVERS if n not in ADAPTIVE_METHODS)
 #: Methods accepted by :func:`integrate`: torchdiffeq's solver table, by its names.
 METHODS = ADAPTIVE_METHODS + FIXED_STEP_METHODS
 
-#: Methods for a delay equation (``integrate(..., delay=τ)``): the explicit trapezoidal rule.
+#: Methods for a delay equation (``integrate(..., delay=τ)``): explicit Adams rules of order 2, 3, 4.
 DELAY_METHODS = ("trapezoid", "adams3", "adams4")
 _DELAY_WEIGHTS = {"trapezoid": (1 / 2, 1 / 2), "adams3": (5 / 12, 8 / 12, -1 / 12),
                   "adams4": (9 / 24, 19 / 24, -5 / 24, 1 / 24)}
@@ -156,11 +156,7 @@ class _CountedField(nn.Module):
 
     def forward(self, t: Tensor, y: State) -> State:
         self.stats.nfe += 1
-        dy = self.field(t, y)
-        if self.clip is not None:
-            c = self.clip
-            dy = dy.clamp(-c, c) if isinstance(dy, Tensor) else tuple(d.clamp(-c, c) for d in dy)
-        return dy
+        return _clipped(self.field(t, y), self.clip)
 
 
 def integrate(
@@ -215,23 +211,8 @@ def integrate(
     >>> abs(res.ys[-1].item() - 0.36787944117) < 1e-7
     True
     """
-    if delay is not None:
-        if method == "dopri5":  # the default
-            method = "trapezoid"
-        return _integrate_delay(field, y0, t, delay=delay, method=method, options=options, clip=clip,
-                                check_finite=check_finite, progress=progress, instant=instant, history=history)
-    if instant is not None:
-        raise ValueError("instant: only a delay equation (delay=τ) has an undelayed part")
-    if method not in METHODS:
-        raise ValueError(f"method: unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if clip is not None and not clip > 0:
         raise ValueError(f"clip must be positive, got {clip!r}")
-    for tol_name, tol in (("rtol", rtol), ("atol", atol)):
-        values = tol if isinstance(tol, tuple) else (tol,)
-        if isinstance(tol, tuple) and (isinstance(y0, Tensor) or len(tol) != len(y0)):
-            raise ValueError(f"{tol_name}: a tuple of tolerances needs a tuple state of the same length")
-        if not all(isinstance(x, int | float) and x > 0 for x in values):
-            raise ValueError(f"{tol_name} must be positive, got {tol!r}")
     if not callable(field):
         raise TypeError("field must be callable as field(t, y)")
     ref = y0 if isinstance(y0, Tensor) else y0[0]
@@ -242,12 +223,26 @@ def integrate(
     max_steps = opts.pop("max_num_steps", MAX_NUM_STEPS)
     if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"options['max_num_steps'] must be a positive int, got {max_steps!r}")
-    adaptive = method in ADAPTIVE_METHODS
-    if adaptive:
-        opts["max_num_steps"] = max_steps + 1  # ours fires first; torchdiffeq's assert is the backstop
     stats = SolverStats()
     if not _all_finite(y0):
         raise IntegrationError("integrate: y0 is not finite", stats)
+    if delay is not None:
+        return _integrate_delay(field, y0, t, delay=delay, method="trapezoid" if method == "dopri5" else method,
+                                opts=opts, max_steps=max_steps, clip=clip, check_finite=check_finite,
+                                progress=progress, instant=instant, history=history, stats=stats)
+    if instant is not None:
+        raise ValueError("instant: only a delay equation (delay=τ) has an undelayed part")
+    if method not in METHODS:
+        raise ValueError(f"method: unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    for tol_name, tol in (("rtol", rtol), ("atol", atol)):
+        values = tol if isinstance(tol, tuple) else (tol,)
+        if isinstance(tol, tuple) and (isinstance(y0, Tensor) or len(tol) != len(y0)):
+            raise ValueError(f"{tol_name}: a tuple of tolerances needs a tuple state of the same length")
+        if not all(isinstance(x, int | float) and x > 0 for x in values):
+            raise ValueError(f"{tol_name} must be positive, got {tol!r}")
+    adaptive = method in ADAPTIVE_METHODS
+    if adaptive:
+        opts["max_num_steps"] = max_steps + 1  # ours fires first; torchdiffeq's assert is the backstop
     span = float(abs(t[-1] - t[0]))
     with progress_bar(span, f"integrate ({method})", progress=progress, unit="t") as bar:
         func = _CountedField(field, clip, stats, adaptive=adaptive, max_steps=max_steps,
@@ -282,46 +277,34 @@ def _clipped(dy: State, clip: float | None) -> State:
     return dy.clamp(-clip, clip) if isinstance(dy, Tensor) else tuple(d.clamp(-clip, clip) for d in dy)
 
 
-def _integrate_delay(field: Field, y0: State, t: Tensor | Any, *, delay: float, method: str,
-                     options: dict[str, Any] | None, clip: float | None, check_finite: bool,
-                     progress: bool | None, instant: Field | None, history: str | Callable[[float], Any]
+def _integrate_delay(field: Field, y0: State, t: Tensor, *, delay: float, method: str, opts: dict[str, Any],
+                     max_steps: int, clip: float | None, check_finite: bool, progress: bool | None,
+                     instant: Field | None, history: str | Callable[[float], Any], stats: SolverStats
                      ) -> IntegrationResult:
-    """The explicit Adams rules for ``dy/dt = field(t − τ, y(t − τ)) + instant(t, y)`` (module docstring)."""
+    """The explicit Adams rules for ``dy/dt = field(t − τ, y(t − τ)) + instant(t, y)`` (module docstring);
+    ``field``, ``y0``, ``t``, ``clip`` and ``max_steps`` are checked by :func:`integrate`."""
     if method not in DELAY_METHODS:
         raise ValueError(f"method: a delay equation is solved by {', '.join(DELAY_METHODS)}, got {method!r}")
     if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay > 0 or not delay < float("inf"):
         raise ValueError(f"delay must be a positive number, got {delay!r}")
     if not callable(history) and history not in HISTORIES:
         raise ValueError(f"history must be one of {HISTORIES} or a callable t ↦ y(t), got {history!r}")
-    if not callable(field):
-        raise TypeError("field must be callable as field(t, y)")
     if instant is not None and not callable(instant):
         raise TypeError("instant must be callable as instant(t, y)")
-    if clip is not None and not clip > 0:
-        raise ValueError(f"clip must be positive, got {clip!r}")
-    opts = dict(options or {})
     h = opts.pop("step_size", delay)
-    max_steps = opts.pop("max_num_steps", MAX_NUM_STEPS)
     if opts:
-        raise ValueError(f"options: the trapezoidal rule takes step_size and max_num_steps, got {sorted(opts)}")
+        raise ValueError(f"options: the delay rules take step_size and max_num_steps, got {sorted(opts)}")
     if isinstance(h, bool) or not isinstance(h, int | float) or not h > 0:
         raise ValueError(f"options['step_size'] must be a positive number, got {h!r}")
     k = round(delay / h)
     if k < 1 or abs(k * h - delay) > 1e-9 * delay:
         raise ValueError(f"options['step_size']: the delay {delay} must be a whole number of steps, got h = {h}")
-    ref = y0 if isinstance(y0, Tensor) else y0[0]
-    t = torch.as_tensor(t, dtype=ref.dtype if ref.is_floating_point() else None, device=ref.device)
-    if t.ndim != 1 or t.numel() < 2:
-        raise ValueError(f"t must be a 1-d tensor of at least two times, got shape {tuple(t.shape)}")
     t0 = float(t[0])
     grid = (t - t0) / h
     nodes = grid.round()
     if bool((nodes.diff() <= 0).any()) or bool(((grid - nodes).abs() > 1e-6).any()):
         raise ValueError(f"t: the times must increase and lie on the grid t[0] + n·h (h = {h})")
-    stats = SolverStats()
-    if not _all_finite(y0):
-        raise IntegrationError("integrate: y0 is not finite", stats)
-    wanted = {int(n): i for i, n in enumerate(nodes.tolist())}
+    wanted = {int(n) for n in nodes.tolist()}
     n_last = int(nodes[-1])
     if n_last > max_steps:
         raise IntegrationError(f"integrate: max_num_steps exceeded ({n_last} steps of h = {h} wanted, "

@@ -17,7 +17,7 @@ is from a converged solve; ``rod2_a4_h2`` at h = ½; ``rod2_trap_*``: the trapez
 previous default) and ``rod1_legacy`` (first order, three-point fit, floor 10⁻¹⁰: the first
 release's rod). The second-order ratios divide the *closer* of the two second-order stable flows
 by the rod. ``--method/--rtol/--atol`` apply to the ODE variants; the delay forms use the
-trapezoidal rule at the default step or the one given in :data:`STEPS`.
+default rule and step of ``rodflow.flows.base`` or those in :data:`DELAY_RULES` and :data:`STEPS`.
 
 Each finished case is appended to ``results/fidelity_<tag>.jsonl`` at once (an interrupted sweep
 keeps what it computed and ``--resume`` skips it); the markdown table and figure are rebuilt from
@@ -74,7 +74,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "rod2_nolimiter": ("rod", {"limiter": None}),
 }
 DEFAULT_VARIANTS = ("stable1", "stable2", "stable2d", "rod1", "rod2", "rod2_fine", "rod2_lookbehind")
-#: Steps of the delay forms' trapezoidal rule, where not the default ½.
+#: Steps of the delay forms, where not the default (``rodflow.flows.base.DELAY_STEP``).
 STEPS = {"rod2_fine": 1 / 16, "rod2_trap_h2": 1 / 2, "rod2_trap_h4": 1 / 4, "rod2_trap_fine": 1 / 16,
          "rod2_a4_h2": 1 / 2}
 #: Rules of the delay forms, where not the default (``rodflow.flows.base.DELAY_METHOD``).
