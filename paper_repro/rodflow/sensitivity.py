@@ -16,7 +16,7 @@ near the perturbed map's at δ ≈ its own start-up error is at the floor: a bet
 closer in that window. Usage::
 
     python paper_repro/rodflow/sensitivity.py results/fidelity_mnist5k_seed0.jsonl [more.jsonl ...]
-        [--deltas 1e-12,1e-9,1e-6] [--tag mnist5k_seed0]
+        [--deltas 1e-15,1e-12,1e-9,1e-6] [--tag mnist5k_seed0]
 
 Writes ``results/sensitivity_<tag>.md`` (and ``.jsonl``, one line per case as it finishes).
 """
@@ -41,7 +41,7 @@ import rodflow  # noqa: E402
 from rodflow.optimizers import OptimizerSpec  # noqa: E402
 from rodflow.phase import PhaseState  # noqa: E402
 
-DELTAS = (1e-12, 1e-9, 1e-6)
+DELTAS = (1e-15, 1e-12, 1e-9, 1e-6)
 
 
 def _centres(theta: torch.Tensor) -> torch.Tensor:
