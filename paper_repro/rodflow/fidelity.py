@@ -94,8 +94,9 @@ def _one_thread() -> None:
 
 def run_case(data: str, seed: int, name: str, hp: dict[str, Any], n: int, width: int, steps: int,
              sharpness_every: int, lead: int, method: str, rtol: float, atol: float,
-             variants: list[str]) -> dict[str, Any]:
-    """One case: iterates, k*, then every variant from ``max(k* − lead, first)``; a JSON-able row."""
+             variants: list[str], start: int | None = None) -> dict[str, Any]:
+    """One case: iterates, k*, then every variant from ``max(k* − lead, first)`` (or from ``start``);
+    a JSON-able row."""
     _one_thread()
     import torch
 
@@ -111,7 +112,10 @@ def run_case(data: str, seed: int, name: str, hp: dict[str, Any], n: int, width:
     t_disc = time.perf_counter() - t0
     k_star = eos_onset(traj.sharpness, spec.threshold)
     first = FIRST_START if spec.beta2 is not None else 1
-    start = max(first, (k_star if k_star is not None else steps // 2) - lead)
+    if start is None:
+        start = max(first, (k_star if k_star is not None else steps // 2) - lead)
+    elif not first <= start < steps:
+        raise ValueError(f"start must lie in [{first}, {steps}) for {name}, got {start}")
     row: dict[str, Any] = {"data": data, "seed": seed, "optimizer": name, "hyperparameters": hp, "n": n,
                            "width": width, "steps": steps, "dim": prob.dim, "k_star": k_star, "start": start,
                            "seconds_discrete": t_disc, "method": method, "rtol": rtol, "atol": atol, "variants": {}}
@@ -275,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--sharpness-every", type=int, default=10)
     p.add_argument("--lead", type=int, default=50)
+    p.add_argument("--start", type=int, default=None, help="start every flow at this step instead of --lead "
+                   "steps before k* (the EoS window still starts at k*)")
     p.add_argument("--method", default="bosh3")
     p.add_argument("--rtol", type=float, default=1e-4)
     p.add_argument("--atol", type=float, default=1e-7)
@@ -330,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
 
         register_ray()
     jobs = (delayed(run_case)(d, s, o, dict(EOS_LRS[d][o]), args.n or DEFAULT_N[d], args.width,
-                              args.steps, args.sharpness_every, args.lead, args.method, args.rtol, args.atol, variants)
+                              args.steps, args.sharpness_every, args.lead, args.method, args.rtol, args.atol, variants,
+                              args.start)
             for d, s, o in cases)
     with parallel_config(backend=args.backend, n_jobs=args.jobs):
         for row in Parallel(return_as="generator_unordered")(jobs):
