@@ -152,12 +152,17 @@ def main() -> None:
                    help="ours with the paper's off-diagonal weight 2 or (diagnostic) the port's √2")
     p.add_argument("--port-npz", type=Path, default=None, help="reuse a port run instead of running it")
     p.add_argument("--name", default="digits")
+    p.add_argument("--report", action="store_true",
+                   help="only write results/central_port_<name>.md from central_port_<name>[_*].json")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()),
                    help="scratch folder for the exchange files and the cached iterates")
     p.add_argument("--results", type=Path, default=ROOT / "paper_repro" / "rodflow" / "results")
     args = p.parse_args()
     if args.port_side is not None:
         port_side(args.port_side[0], args.port_side[1], args.port_src)
+        return
+    if args.report:
+        report(args.results, args.name)
         return
 
     import torch
@@ -259,6 +264,20 @@ def main() -> None:
     rank_ours = np.array([rank(aux["X"].numpy()) for _, aux in log])
     offdiag_ours = max((float(np.abs(aux["X"].numpy() - np.diag(np.diag(aux["X"].numpy()))).max(initial=0.0))
                         / max(1e-300, float(np.abs(aux["X"].numpy()).max(initial=0.0))) for _, aux in log), default=0.0)
+    def max_corr(xm: np.ndarray) -> float:
+        """``max_{i<j} |X_ij| / √(X_ii X_jj)`` over the entries with ``X_ii, X_jj ≥ 1e-3·max X_ii``: near 0
+        when X is (close to) diagonal in the eigenbasis, 1 where it is rank-deficient off its diagonal faces."""
+        keep = np.flatnonzero(np.diag(xm) >= 1e-3 * float(np.diag(xm).max()))
+        if len(keep) < 2:
+            return 0.0
+        sub = xm[np.ix_(keep, keep)]
+        dg = np.sqrt(np.diag(sub))
+        return float(np.max((np.abs(sub) / np.outer(dg, dg))[np.triu_indices(len(keep), 1)]))
+
+    big = [aux for _, aux in log if aux["X"].numel() and float(aux["X"].abs().max()) > 1e-12]
+    corr_ours = max((max_corr(aux["X"].numpy()) for aux in big if len(aux["X"]) > 1), default=0.0)
+    edge_ours = np.array([int((aux["eigenvalues"] >= 2.0 - 1e-3).sum()) for _, aux in log])
+    first_two = next((int(tt) for (tt, _), e in zip(log, edge_ours) if e >= 2), None)
     k_star = cmp["ours"]["k_star"]
     t_log = np.array([tt for tt, _ in log])
     cum = np.array(hvp_after, dtype=float)
@@ -292,7 +311,9 @@ def main() -> None:
                                   or [float("nan")]) * args.substeps),
             "port": float(port["d3L"][eos_sel].mean()) if eos_sel.any() else float("nan")},
         "edge_eigs_max_port": int(edge_port.max()), "x_rank_max_port": int(rank_port.max()),
-        "x_rank_max_ours": int(rank_ours.max()), "x_offdiag_rel_max_ours": offdiag_ours,
+        "x_rank_max_ours": int(rank_ours.max()), "x_corr_max_ours": corr_ours,
+        "ours_evals_edge_ge2": int((edge_ours >= 2).sum()), "ours_evals": len(log), "first_step_two_at_edge": first_two,
+        "port_steps_edge_ge2": int((edge_port >= 2).sum()), "x_offdiag_rel_max_ours": offdiag_ours,
         "ours_active_max": int(active_ours.max()), "ours_active_steps_ge2": int((active_ours >= 2).sum()),
         "port_active_max": int(active_port.max()), "port_active_steps_ge2": int((active_port >= 2).sum()),
         "port_top_eig_mean": float(lam_port.max(1)[1:].mean()),
@@ -310,6 +331,95 @@ def main() -> None:
     out = args.results / f"central_port_{args.name}.json"
     out.write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
+
+
+def _e(x: float | None) -> str:
+    return "–" if x is None or x != x else f"{x:.2e}"
+
+
+def _f(x: float | None, nd: int = 4) -> str:
+    return "–" if x is None or x != x else f"{x:.{nd}f}"
+
+
+def report(results: Path, name: str) -> None:
+    """``central_port_<name>.md``: the main run's table and one row per variant (``central_port_<name>_<tag>.json``)."""
+    main_res = json.loads((results / f"central_port_{name}.json").read_text())
+    variants = {q.stem.removeprefix(f"central_port_{name}_"): json.loads(q.read_text())
+                for q in sorted(results.glob(f"central_port_{name}_*.json"))}
+    c = main_res["config"]
+    cmp = main_res["compare"]
+    ph = main_res["hvps_per_step_by_phase"]
+    steps = c["steps"]
+    lines = [
+        f"# rodflow's central flow beside the JAX port (alex-damian/central_flows_jax), {name}",
+        "",
+        f"GD lr {c['lr']} on the tanh MLP 64-{c['width']}-10 of `tracking.make_problem(\"digits\", {c['n']}, "
+        f"{c['width']}, {c['seed']})` (2410 parameters, MSE on one-hot, float64); both flows from the same "
+        f"θ (rodflow's start: the three-point centre of the iterates at step {c['start']}) for {steps} steps "
+        f"(to step {c['start'] + steps}); the iterates reach λ_max(ηH) = 2 at k* = {main_res['k_star']}. "
+        f"Euler, {c['substeps']} substeps per step on both sides (time in optimizer steps on both). "
+        f"rodflow: `central_flow(optimizer(\"gd\", lr={c['lr']}), loss, k={c['k']}, substeps={c['substeps']})`, "
+        f"defaults otherwise (eigensolver {c['eig_method']}, tolerance {c['eig_tol'] or 'default'}, margin 0.1, "
+        f"adaptive k); port: `Flow(loss, GradientDescent(lr={c['lr']})).central(w, state, U, substeps={c['substeps']})` "
+        f"with {c['port_k']} tracked vectors (its example's; random normal start, seed {c['seed']}), jax "
+        f"{main_res['jax_version']} on CPU, float64. The JAX loss equals torch's at the start to "
+        f"{main_res['port_check']['loss_rel_err']:.0e} (loss) / {main_res['port_check']['grad_rel_err']:.0e} (gradient, relative).",
+        "",
+        "Command (from the repository root; the port's source extracted from its git mirror):",
+        "",
+        "```",
+        f"OMP_NUM_THREADS=1 PYTHONPATH=. python paper_repro/rodflow/central_port.py --start {c['start']} "
+        f"--steps {steps} --name {name} --jax-python /work/scratch/jaxenv/bin/python --port-src /work/scratch/port_src/src",
+        f"python paper_repro/rodflow/central_port.py --name {name} --report",
+        "```",
+        "",
+        "## Agreement and cost",
+        "",
+        "| | ours | port |",
+        "|---|---|---|",
+        f"| max_t ‖θ_ours − θ_port‖ (relative to ‖θ‖) | {_e(main_res['max_dtheta'])} at step {main_res['argmax_step']} "
+        f"({_e(main_res['max_rel_dtheta'])}) | |",
+        f"| ‖θ‖ at the end | {_f(main_res['theta_norm'], 3)} | |",
+        f"| distance to the iterates before EoS, mean | {_f(cmp['ours']['pre_eos_mean_distance'], 6)} | "
+        f"{_f(cmp['port']['pre_eos_mean_distance'], 6)} |",
+        f"| during EoS, mean (max) | {_f(cmp['ours']['eos_mean_distance'])} ({_f(cmp['ours']['eos_max_distance'])}) | "
+        f"{_f(cmp['port']['eos_mean_distance'])} ({_f(cmp['port']['eos_max_distance'])}) |",
+        f"| stable flow (dopri5) during EoS, mean (max) | {_f(cmp['stable']['eos_mean_distance'])} "
+        f"({_f(cmp['stable']['eos_max_distance'])}) | |",
+        f"| HVPs per step, whole run | {main_res['ours_hvps_per_step']:.1f} | {main_res['port_hvps_per_step']:.1f} |",
+        f"| HVPs per step before k* / during EoS | {ph['pre_eos']['ours']:.1f} / {ph['eos']['ours']:.1f} | "
+        f"{ph['pre_eos']['port']:.1f} / {ph['eos']['port']:.1f} |",
+        f"| third derivatives per step, whole run / during EoS | {main_res['ours_thirds_per_step']:.1f} / "
+        f"{main_res['thirds_per_step_eos']['ours']:.1f} | {main_res['port_thirds_per_step']:.1f} / "
+        f"{main_res['thirds_per_step_eos']['port']:.1f} |",
+        f"| gradients per step | {main_res['ours_grads_per_step']:.2f} | {main_res['port_grads_per_step']:.2f} |",
+        f"| eigenvalues at the edge (λ ≥ 2 − 1e-3), most at once | – | {main_res['edge_eigs_max_port']} "
+        f"({main_res['port_steps_edge_ge2']} steps with ≥ 2) |",
+        f"| rank of X, most | {main_res['x_rank_max_ours']} | {main_res['x_rank_max_port']} |",
+        f"| max_(i<j) X_ij/√(X_ii X_jj) | {_f(main_res['x_corr_max_ours'], 3)} | |",
+        f"| wall time of the flow (one thread) | {main_res['seconds']['ours']:.0f} s | "
+        f"{main_res['seconds']['port_flow_only']:.0f} s |",
+        "",
+        f"Predicted loss L(W) + ½⟨H, Σ⟩ five or more steps after k*: within "
+        f"{100 * main_res['pred_loss_max_rel_diff_settled']:.2f} % of the port's (the port's X is the mean over a "
+        "step's substeps, ours the step start's).",
+        "",
+    ]
+    if variants:
+        lines += ["## Variants", "",
+                  "| variant | max ‖Δθ‖ | relative | ours HVPs per step (EoS) | port HVPs per step (EoS) | "
+                  "ours ∇³ per step | ours EoS mean distance |",
+                  "|---|---|---|---|---|---|---|"]
+        for tag, r in [("default", main_res), *variants.items()]:
+            pp = r["hvps_per_step_by_phase"]
+            lines.append(f"| {tag} | {_e(r['max_dtheta'])} | {_e(r['max_rel_dtheta'])} | {r['ours_hvps_per_step']:.1f} "
+                         f"({pp['eos']['ours']:.1f}) | {r['port_hvps_per_step']:.1f} ({pp['eos']['port']:.1f}) | "
+                         f"{r['ours_thirds_per_step']:.1f} | {_f(r['compare']['ours']['eos_mean_distance'])} |")
+        lines.append("")
+    notes = results / f"central_port_{name}.notes.md"
+    if notes.exists():
+        lines += [notes.read_text().rstrip(), ""]
+    (results / f"central_port_{name}.md").write_text("\n".join(lines))
 
 
 if __name__ == "__main__":
