@@ -55,9 +55,18 @@ def port_side(inp: Path, out: Path, port_src: Path) -> None:
     import jax.numpy as jnp  # type: ignore[import-not-found]
 
     sys.path.insert(0, str(port_src))
+    import central_flows_jax.flows as port_flows  # type: ignore[import-not-found]
     from central_flows_jax import Flow, GradientDescent  # type: ignore[import-not-found]
 
     d = np.load(inp)
+    if float(d["port_eig_tol"]) > 0:  # diagnostic: the port's LOBPCG at another tolerance than its 1e-5
+        compute_eigs = port_flows.compute_eigs
+        tol = float(d["port_eig_tol"])
+
+        def eigs_at_tol(*a: Any, **kw: Any) -> Any:
+            return compute_eigs(*a, **{**kw, "tol": tol})
+
+        port_flows.compute_eigs = eigs_at_tol
     x, y = jnp.asarray(d["x"]), jnp.asarray(d["y"])
     names = [str(s) for s in d["names"]]
     shapes = [tuple(int(v) for v in s if v > 0) for s in d["shapes"]]
@@ -146,6 +155,8 @@ def main() -> None:
     p.add_argument("--substeps", type=int, default=4)
     p.add_argument("--k", type=int, default=3, help="eigenvectors ours tracks (at most)")
     p.add_argument("--port-k", type=int, default=5, help="eigenvectors the port tracks (its example's 5)")
+    p.add_argument("--port-eig-tol", type=float, default=None,
+                   help="diagnostic: the port's LOBPCG tolerance (its default: 1e-5)")
     p.add_argument("--eig-method", default="auto", help="ours: rodflow.sharpness method")
     p.add_argument("--eig-tol", type=float, default=None, help="ours: eigensolver tolerance (default: rodflow's)")
     p.add_argument("--weighting", choices=("paper", "port"), default="paper",
@@ -207,7 +218,7 @@ def main() -> None:
     targets = rodflow.problems.one_hot(labels, 10)
     np.savez(inp, x=inputs.numpy(), y=targets.numpy(), names=np.array(names), shapes=shapes,
              w0=w0.numpy(), loss0=float(loss0), grad0=grad0.numpy(), lr=args.lr, k=args.port_k,
-             steps=args.steps, substeps=args.substeps, seed=args.seed)
+             steps=args.steps, substeps=args.substeps, seed=args.seed, port_eig_tol=args.port_eig_tol or 0.0)
 
     port_npz = args.port_npz
     t_port = float("nan")
@@ -415,6 +426,12 @@ def report(results: Path, name: str) -> None:
             lines.append(f"| {tag} | {_e(r['max_dtheta'])} | {_e(r['max_rel_dtheta'])} | {r['ours_hvps_per_step']:.1f} "
                          f"({pp['eos']['ours']:.1f}) | {r['port_hvps_per_step']:.1f} ({pp['eos']['port']:.1f}) | "
                          f"{r['ours_thirds_per_step']:.1f} | {_f(r['compare']['ours']['eos_mean_distance'])} |")
+        lines += ["", "Each variant is the main command with (the port run reused with `--port-npz` where the port's "
+                  "settings are unchanged):", ""]
+        for tag, r in variants.items():
+            flags = [f"--{k.replace('_', '-')} {v}" for k, v in r["config"].items()
+                     if k not in ("name", "port_npz", "results", "work", "report") and v != c.get(k)]
+            lines.append(f"* {tag}: `{' '.join(flags) or '(none)'}`")
         lines.append("")
     notes = results / f"central_port_{name}.notes.md"
     if notes.exists():
