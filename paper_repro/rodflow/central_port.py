@@ -163,6 +163,9 @@ def main() -> None:
                    help="ours with the paper's off-diagonal weight 2 or (diagnostic) the port's √2")
     p.add_argument("--port-npz", type=Path, default=None, help="reuse a port run instead of running it")
     p.add_argument("--name", default="digits")
+    p.add_argument("--sdcp-side", nargs=2, type=Path, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
+    p.add_argument("--sdcp-check", action="store_true",
+                   help="only compare the two complementarity solvers on the problems ours meets from --start")
     p.add_argument("--report", action="store_true",
                    help="only write results/central_port_<name>.md from central_port_<name>[_*].json")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()),
@@ -174,6 +177,9 @@ def main() -> None:
         return
     if args.report:
         report(args.results, args.name)
+        return
+    if args.sdcp_side is not None:
+        sdcp_side(args.sdcp_side[0], args.sdcp_side[1], args.port_src)
         return
 
     import torch
@@ -201,6 +207,9 @@ def main() -> None:
 
     flow = rodflow.central_flow(spec, prob.loss_fn, k=args.k, substeps=args.substeps,
                                 eig_method=args.eig_method, eig_tol=args.eig_tol)
+    if args.sdcp_check:
+        sdcp_check(args, flow, traj)
+        return
     (w0,) = flow.initial(traj, args.start)
     inp = tmp / "in.npz"
     module = prob.info["module"]
@@ -339,6 +348,61 @@ def main() -> None:
                     "port_flow_only": float(port["seconds"])},
         "k_star": k_star,
     }
+    out = args.results / f"central_port_{args.name}.json"
+    out.write_text(json.dumps(res, indent=1))
+    print(json.dumps(res, indent=1))
+
+
+def sdcp_side(inp: Path, out: Path, port_src: Path) -> None:
+    """Solve the recorded complementarity problems with the port's ``solve_sdcp`` (cvxpy + CVXOPT)."""
+    sys.path.insert(0, str(port_src))
+    from central_flows_jax.sdcp import solve_sdcp as port_solve  # type: ignore[import-not-found]
+
+    d = np.load(inp, allow_pickle=True)
+    xs = [np.asarray(port_solve(m0, b)) for m0, b in zip(d["m0"], d["b"])]
+    np.savez(out, X=np.array(xs, dtype=object))
+
+
+def sdcp_check(args: argparse.Namespace, flow: Any, traj: Any) -> None:
+    """Record the SDCPs ours solves from ``--start`` for ``--steps`` steps, solve them with the port's solver too."""
+    import rodflow.flows.central as central
+
+    rec: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    orig = central.solve_sdcp
+
+    def recording(m0: np.ndarray, b: np.ndarray, **kw: Any) -> np.ndarray:
+        x = orig(m0, b, **kw)
+        if m0.shape[0] >= 1 and np.linalg.eigvalsh(0.5 * (m0 + m0.T)).min() < 0:
+            rec.append((m0.copy(), b.copy(), x.copy()))
+        return x
+
+    central.solve_sdcp = recording  # type: ignore[assignment]
+    flow.solve(traj, start=args.start, steps=args.steps)
+    tmp = args.work / f"central_port_{args.name}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    m0s = np.empty(len(rec), dtype=object)
+    bs = np.empty(len(rec), dtype=object)
+    for i, (m0, b, _) in enumerate(rec):
+        m0s[i], bs[i] = m0, b
+    np.savez(tmp / "sdcp_in.npz", m0=m0s, b=bs)
+    subprocess.run([args.jax_python, str(Path(__file__).resolve()), "--sdcp-side", str(tmp / "sdcp_in.npz"),
+                    str(tmp / "sdcp_out.npz"), "--port-src", str(args.port_src)], check=True)
+    xp = np.load(tmp / "sdcp_out.npz", allow_pickle=True)["X"]
+    rel, gap_ours, gap_port, sizes = [], [], [], []
+    for (m0, b, xo), xq in zip(rec, xp):
+        xq = np.asarray(xq, dtype=np.float64)
+        rel.append(float(np.linalg.norm(xo - xq) / max(1e-300, float(np.linalg.norm(xq)))))
+        sizes.append(m0.shape[0])
+        for x, gaps in ((xo, gap_ours), (xq, gap_port)):
+            r = central.sdcp_residuals(m0, b, x)
+            scale = float(np.abs(m0).max()) * max(1e-300, float(np.abs(x).max()))
+            gaps.append(max(-r["min_eig_x"] / max(1e-300, float(np.abs(x).max())), abs(r["complementarity"]) / scale,
+                            -r["min_eig_y"] / float(np.abs(m0).max())))
+    res = {"config": {"start": args.start, "steps": args.steps, "k": args.k, "eig_tol": args.eig_tol},
+           "problems": len(rec), "sizes": {str(a): sizes.count(a) for a in sorted(set(sizes))},
+           "max_rel_x_diff": max(rel, default=float("nan")), "median_rel_x_diff": float(np.median(rel)) if rel else float("nan"),
+           "max_rel_x_diff_by_size": {str(a): max(r for r, z in zip(rel, sizes) if z == a) for a in sorted(set(sizes))},
+           "max_kkt_ours": max(gap_ours, default=float("nan")), "max_kkt_port": max(gap_port, default=float("nan"))}
     out = args.results / f"central_port_{args.name}.json"
     out.write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
