@@ -21,7 +21,9 @@ Usage (the port's source extracted from its git mirror into ``--port-src``)::
     OMP_NUM_THREADS=1 PYTHONPATH=. python paper_repro/rodflow/central_port.py --steps 200 \\
         --jax-python /work/scratch/jaxenv/bin/python --port-src /work/scratch/port_src/src
 
-``--weighting port`` runs ours with the port's off-diagonal weighting (every ``T_{i≠j}`` divided by √2,
+``--sdcp-check`` records the complementarity problems ours solves and solves them with the port's
+``solve_sdcp`` as well (X difference, KKT residuals of both). ``--report`` writes the markdown from the
+JSON files. ``--weighting port`` runs ours with the port's off-diagonal weighting (every ``T_{i≠j}`` divided by √2,
 see ``rodflow/flows/central.py``) as a diagnostic, by wrapping :func:`rodflow.flows.central.third_derivatives`
 inside this script only.
 """
