@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 REPRO: dict[str, tuple[str, str]] = {
     "eos": ("paper_repro/eos/sharpness.py", "≈ 10 min"),
     "tracking": ("paper_repro/rodflow/tracking.py", "≈ 30 min"),
+    "fidelity": ("paper_repro/rodflow/fidelity.py", "≈ 25 min"),
+    "three-flows": ("paper_repro/rodflow/three_flows.py", "≈ 10 min"),
     "flowadam-matrix-completion": ("paper_repro/flowadam/matrix_completion.py", "≈ 15 min"),
     "flowadam-other-tasks": ("paper_repro/flowadam/other_tasks.py", "≈ 10 min"),
     "flowadam-recommenders": ("paper_repro/flowadam/recommenders.py", "≈ 20 min"),
