@@ -137,6 +137,42 @@ def test_below_the_threshold_the_central_flow_is_the_stable_flow():
     assert sol.config["grad_evals"] == 4 * 12 + 1  # four substeps per step, one more for the last loss
 
 
+def test_iterative_eigensolves_are_warm_started_and_agree_with_the_dense_ones(monkeypatch):
+    """Above DENSE_MAX_DIM the default is the block Krylov solver, warm-started from the previous
+    evaluation (it once got no warm start): after the first solve every call gets the last vectors,
+    and the eigenvalues are the dense solve's (the products saved are measured in
+    ``benchmarks/flows.py``: on this 610-parameter net at lr 2 they are few)."""
+    import rodflow.flows.central as central
+
+    prob = rodflow.problems.digits_mlp((8,), n=64, seed=0)  # 610 parameters > DENSE_MAX_DIM
+    spec = rodflow.optimizer("gd", lr=2.0)
+    traj = rodflow.iterate(spec, prob.loss_fn, prob.theta0, 6)
+    inner = central.sharpness
+
+    def run(cold: bool) -> list[tuple]:
+        calls = []
+
+        def spy(*args, **kwargs):
+            if cold:
+                kwargs["warm_start"] = None
+            res = inner(*args, **kwargs)
+            calls.append((kwargs["method"], kwargs["warm_start"] is not None, res.eigenvalues, args[1]))
+            return res
+
+        monkeypatch.setattr(central, "sharpness", spy)
+        rodflow.central_flow(spec, prob.loss_fn, k=2, substeps=2).solve(traj, steps=4)
+        return calls
+
+    warm, cold = run(False), run(True)
+    torch.testing.assert_close(warm[-1][3], cold[-1][3], rtol=0, atol=1e-4)  # the same flow, to the solver tolerance
+    assert len(warm) >= 8 and all(method == "krylov" for method, *_ in warm)
+    assert not warm[0][1] and all(w for _, w, *_ in warm[1:])
+    assert not any(w for _, w, *_ in cold)
+    lam, theta = warm[-1][2], warm[-1][3]
+    dense = rodflow.sharpness(prob.loss_fn, theta, k=lam.numel(), method="dense").eigenvalues
+    torch.testing.assert_close(lam, dense, rtol=1e-8, atol=0)
+
+
 @pytest.mark.parametrize("name", ["rmsprop", "scalar_rmsprop"])
 def test_rmsprop_below_the_threshold_is_the_papers_stable_flow(name):
     """X = 0: ẇ = −η∇L/(√ν + ε), ν̇ = (1 − β₂)/β₂ (sq(∇L) − ν), against scipy's solve_ivp."""
