@@ -170,7 +170,7 @@ def test_iterative_eigensolves_are_warm_started_and_agree_with_the_dense_ones(mo
     assert not any(w for _, w, *_ in cold)
     lam, theta = warm[-1][2], warm[-1][3]
     dense = rodflow.sharpness(prob.loss_fn, theta, k=lam.numel(), method="dense").eigenvalues
-    torch.testing.assert_close(lam, dense, rtol=1e-8, atol=0)
+    torch.testing.assert_close(lam, spec.lr * dense, rtol=1e-8, atol=0)  # λ(P⁻¹H) with P = 1/η
 
 
 @pytest.mark.parametrize("name", ["rmsprop", "scalar_rmsprop"])
