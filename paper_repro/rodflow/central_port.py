@@ -17,9 +17,9 @@ probe, ``A(X)`` once, then ``A([X, P, R])`` and ``A(X)`` per iteration); its thi
 
 Usage (the port's source extracted from its git mirror into ``--port-src``)::
 
-    python -m venv /work/scratch/jaxenv && /work/scratch/jaxenv/bin/pip install "jax[cpu]" cvxpy cvxopt jaxtyping
+    python -m venv .jaxenv && .jaxenv/bin/pip install "jax[cpu]" cvxpy cvxopt jaxtyping
     OMP_NUM_THREADS=1 PYTHONPATH=. python paper_repro/rodflow/central_port.py --steps 200 \\
-        --jax-python /work/scratch/jaxenv/bin/python --port-src /work/scratch/port_src/src
+        --jax-python .jaxenv/bin/python --port-src central_flows_jax/src
 
 ``--sdcp-check`` records the complementarity problems ours solves and solves them with the port's
 ``solve_sdcp`` as well (X difference, KKT residuals of both). ``--report`` writes the markdown from the
@@ -145,9 +145,10 @@ def port_weighting() -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--port-side", nargs=2, type=Path, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
-    p.add_argument("--port-src", type=Path, default=Path("/work/scratch/port_src/src"),
-                   help="folder holding the port's package central_flows_jax")
-    p.add_argument("--jax-python", default="/work/scratch/jaxenv/bin/python", help="a Python with jax, cvxpy, cvxopt")
+    p.add_argument("--port-src", type=Path, default=Path(os.environ.get("CENTRAL_FLOWS_JAX_SRC", "central_flows_jax/src")),
+                   help="folder holding the port's package central_flows_jax (default: $CENTRAL_FLOWS_JAX_SRC)")
+    p.add_argument("--jax-python", default=os.environ.get("JAX_PYTHON", ".jaxenv/bin/python"),
+                   help="a Python with jax, cvxpy, cvxopt (default: $JAX_PYTHON)")
     p.add_argument("--n", type=int, default=256)
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
@@ -446,7 +447,7 @@ def report(results: Path, name: str) -> None:
         "",
         "```",
         f"OMP_NUM_THREADS=1 PYTHONPATH=. python paper_repro/rodflow/central_port.py --start {c['start']} "
-        f"--steps {steps} --name {name} --jax-python /work/scratch/jaxenv/bin/python --port-src /work/scratch/port_src/src",
+        f"--steps {steps} --name {name} --jax-python .jaxenv/bin/python --port-src central_flows_jax/src",
         f"python paper_repro/rodflow/central_port.py --name {name} --report",
         "```",
         "",
