@@ -89,7 +89,7 @@ def run_case(row: dict[str, Any], deltas: tuple[float, ...]) -> dict[str, Any]:
     traj = rodflow.iterate(spec, prob.loss_fn, prob.theta0, row["steps"], progress=False)
     start, k_star = row["start"], row["k_star"]
     window = (k_star if k_star is not None else row["steps"] // 2) - start
-    grad_fn = torch.func.grad(prob.loss_fn)
+    grad_fn = rodflow.gradient(prob.loss_fn)
     theta = traj.theta[start:]
     out = {k: row[k] for k in ("data", "seed", "optimizer", "hyperparameters", "k_star", "start", "steps")}
     out["deltas"] = {}
@@ -100,6 +100,7 @@ def run_case(row: dict[str, Any], deltas: tuple[float, ...]) -> dict[str, Any]:
     out["flows"] = {tag: {"eos_pf": v[tag].get("eos_window_phase_free_distance"),
                           "eos": v[tag].get("eos_mean_distance")}
                     for tag in v if "failed" not in v[tag]}
+    out["rod2_pre"] = v.get("rod2", {}).get("pre_eos_mean_phase_free_distance")
     return out
 
 
@@ -158,7 +159,6 @@ def main(argv: list[str] | None = None) -> int:
     command = "python paper_repro/rodflow/sensitivity.py " + " ".join(sys.argv[1:] if argv is None else argv)
     for r in rows:
         out = run_case(r, deltas)
-        out["rod2_pre"] = r["variants"].get("rod2", {}).get("pre_eos_mean_phase_free_distance")
         done.append(out)
         with jsonl.open("a") as fh:
             fh.write(json.dumps(out) + "\n")
