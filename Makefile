@@ -35,7 +35,7 @@ test-slow: $(STAMP)
 figures: $(STAMP)
 	$(PY) -m rodflow.demo --out figures
 	for nb in notebooks/*.ipynb; do RODFLOW_FIGURES=$(CURDIR)/figures $(PY) -m jupyter execute "$$nb" >/dev/null || exit 1; done
-	for f in paper_repro/eos/sharpness.py paper_repro/rodflow/tracking.py paper_repro/rodflow/fidelity.py paper_repro/rodflow/three_flows.py paper_repro/flowadam/matrix_completion.py paper_repro/flowadam/other_tasks.py paper_repro/vradam/eos.py paper_repro/vradam/image_classification.py paper_repro/vradam/language_model.py; do $(PY) $$f || exit 1; done
+	for f in paper_repro/eos/sharpness.py paper_repro/rodflow/tracking.py paper_repro/rodflow/fidelity.py paper_repro/rodflow/three_flows.py paper_repro/flowadam/matrix_completion.py paper_repro/flowadam/other_tasks.py paper_repro/flowadam/well_conditioned.py paper_repro/vradam/eos.py paper_repro/vradam/image_classification.py paper_repro/vradam/language_model.py; do $(PY) $$f || exit 1; done
 
 bench: $(STAMP)
 	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done

@@ -33,6 +33,7 @@ REPRO: dict[str, tuple[str, str]] = {
     "flowadam-matrix-completion": ("paper_repro/flowadam/matrix_completion.py", "≈ 15 min"),
     "flowadam-other-tasks": ("paper_repro/flowadam/other_tasks.py", "≈ 10 min"),
     "flowadam-recommenders": ("paper_repro/flowadam/recommenders.py", "≈ 20 min"),
+    "flowadam-well-conditioned": ("paper_repro/flowadam/well_conditioned.py", "≈ 5 min"),
     "vradam-eos": ("paper_repro/vradam/eos.py", "≈ 10 min"),
     "vradam-image-classification": ("paper_repro/vradam/image_classification.py", "≈ 30 min"),
     "vradam-language-model": ("paper_repro/vradam/language_model.py", "≈ 40 min"),

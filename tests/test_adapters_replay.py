@@ -19,7 +19,7 @@ CASES = [
     ("adam", lambda p: torch.optim.AdamW(p, lr=3e-3, betas=(0.8, 0.99), weight_decay=0.0)),
     ("nadam", lambda p: torch.optim.NAdam(p, lr=3e-3, betas=(0.8, 0.99), momentum_decay=0.02)),
     ("rmsprop", lambda p: torch.optim.RMSprop(p, lr=3e-3, alpha=0.95, eps=1e-6)),
-    ("adam", lambda p: rodflow.FlowAdam(p, lr=3e-3, betas=(0.8, 0.99), warmup=10**6)),
+    ("adam", lambda p: rodflow.FlowAdam(p, lr=3e-3, betas=(0.8, 0.99), warmup=10**6, mode="B")),
     ("vradam", lambda p: rodflow.VRAdam(p, lr=3e-3, betas=(0.8, 0.99), beta3=2.0, alpha1=5.0)),
 ]
 

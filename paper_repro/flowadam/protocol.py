@@ -32,7 +32,7 @@ RESULTS = ROOT / "paper_repro" / "flowadam" / "results"
 FIGURES = ROOT / "figures"
 SEEDS = (42, 123, 456, 789, 999)
 
-#: FlowAdam settings by variant name (mode B is the default everywhere).
+#: FlowAdam settings by variant name (every one at the full-batch preset, mode B, as in the paper).
 FLOWADAM_VARIANTS: dict[str, dict[str, Any]] = {
     "flowadam": {},
     "flowadam_rk4": {"ode_method": "rk4"},
@@ -100,7 +100,7 @@ def make_optimizer(variant: str, params: list[torch.nn.Parameter], lr: float, wd
         return cls(params, lr=lr, weight_decay=wd, weight_decouple=False)
     if variant not in FLOWADAM_VARIANTS:
         raise ValueError(f"variant: unknown {variant!r}")
-    return rodflow.FlowAdam(params, lr=lr, weight_decay=wd, **{**FLOWADAM_VARIANTS[variant], **flow_kw})
+    return rodflow.FlowAdam(params, lr=lr, weight_decay=wd, **{"mode": "B", **FLOWADAM_VARIANTS[variant], **flow_kw})
 
 
 def train(params: list[torch.nn.Parameter], loss_fn: Callable[[], torch.Tensor], opt: torch.optim.Optimizer,

@@ -44,7 +44,8 @@ def test_eos_script_on_digits(tmp_path):
 
 
 @pytest.mark.parametrize("script", ["paper_repro/flowadam/matrix_completion.py", "paper_repro/vradam/eos.py",
-                                    "paper_repro/flowadam/other_tasks.py", "paper_repro/flowadam/recommenders.py"])
+                                    "paper_repro/flowadam/other_tasks.py", "paper_repro/flowadam/recommenders.py",
+                                    "paper_repro/flowadam/well_conditioned.py"])
 def test_other_scripts_tiny(tmp_path, script):
     mod = _load(script)
     if script.endswith("matrix_completion.py"):
@@ -54,6 +55,9 @@ def test_other_scripts_tiny(tmp_path, script):
     elif script.endswith("recommenders.py"):  # the generated Jester stand-in needs no data package
         args = ["--datasets", "jester_like", "--seeds", "42", "--epochs", "15", "--patience", "5", "--out", str(tmp_path / "rec.md")]
         out = tmp_path / "rec.md"
+    elif script.endswith("well_conditioned.py"):
+        args = ["--seeds", "0", "--epochs", "1", "--train", "256", "--out", str(tmp_path / "wc.md")]
+        out = tmp_path / "wc.md"
     elif script.endswith("other_tasks.py"):
         args = ["--seeds", "42", "--steps", "15", "--out", str(tmp_path / "ot.md"), "--no-figures"]
         out = tmp_path / "ot.md"
