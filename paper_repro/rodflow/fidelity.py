@@ -162,6 +162,15 @@ def _ratio(a: Any, b: Any) -> float:
     return a / b
 
 
+def _step(tag: str | None) -> str:
+    """The delay step of a variant (``None``: the package default) as a fraction, e.g. ``1/4``."""
+    from fractions import Fraction
+
+    from rodflow.flows.base import DELAY_STEP
+
+    return str(Fraction(STEPS.get(tag, DELAY_STEP) if tag else DELAY_STEP).limit_denominator(64))
+
+
 def tie_tolerance(dev: float) -> float:
     """How far below 1 a stable ÷ rod ratio may fall and still count as a tie: the rod's relative change
     from h = ¼ to h = 1/16 (``dev``), or 1e-3 where that was not measured."""
@@ -212,7 +221,7 @@ def report(rows: list[dict[str, Any]], out_md: Path, out_png: Path | None, comma
     cols = [*head, "best stable2 EoS pf", "rod2 EoS pf", "ratio pf (2)", "ratio parity (2)", "stable1 EoS pf",
                    "rod1 EoS pf", "ratio pf (1)", "ratio parity (1)", "look-behind rod2 EoS pf", "stable2 pre",
                    "rod2 pre", "onset rod2 / iterates", "rod2 amp err", "rod2 centre dist", "grads/step stable2",
-                   "grads/step rod2", "rod2 vs h=1/16", "failures"]
+                   "grads/step rod2", f"rod2 vs h={_step('rod2_fine')}", "failures"]
     table = "\n".join(["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|", *lines])
     finite = sorted(x["ratio_pf2"] for x in metric_rows if math.isfinite(x["ratio_pf2"]))
     median = finite[len(finite) // 2] if finite else math.nan
@@ -248,7 +257,7 @@ def report(rows: list[dict[str, Any]], out_md: Path, out_png: Path | None, comma
             f"Rod worse than the stable flow (order 2, pf): {', '.join(worse) or 'none'}"
             + (f" (ties within the rod's discretisation error: {', '.join(ties)})" if ties else "") + ". "
             f"Onset more than 5% of the run from the iterates': {', '.join(late) or 'none'}. "
-            f"Default step (h = ¼) against h = 1/16, EoS pf distance: largest deviation "
+            f"Default step (h = {_step(None)}) against h = {_step('rod2_fine')}, EoS pf distance: largest deviation "
             f"{_f(100 * max(devs), 2) + '%' if devs else '–'} over {len(devs)} cases.\n\n"
             "Every variant: EoS-window phase-free distance (gradient evaluations per step). "
             f"Variants: {', '.join(f'`{t}` {VARIANTS[t]}' for t in tags)}.\n\n" + "\n".join(every) + "\n\n"
