@@ -20,11 +20,24 @@ evaluation of ``f`` whatever the order; ``g`` is taken at ``y_n`` (first order).
 ``y(t₀ − s)`` is the tangent ``y₀ − s f(t₀, y₀)`` (``history="tangent"``), ``y₀``
 (``"constant"``) or a function of t. torchdiffeq has no delay solver; these rules are the
 integrator's own (see ``docs/flows.md`` §6b for why the rod flows use them).
+
+``delay`` may also be a mapping ``{τ_j: c_j}`` of lags to weights, for
+
+.. math::
+
+    \dot y(t) = \sum_j c_j\, f\big(t - τ_j, y(t - τ_j)\big) + g\big(t, y(t)\big),
+
+each lag a whole number ``k_j ≥ 0`` of steps: a lag ``k_j ≥ 1`` enters through the Adams–Moulton
+weights on its delayed values as above, a lag 0 (the undelayed value, not yet known) through the
+Adams–Bashforth weights of the same order on ``f_n, f_{n−1}, …`` (``"trapezoid"``: 3/2, −1/2;
+``"adams3"``: 23/12, −16/12, 5/12; ``"adams4"``: 55/24, −59/24, 37/24, −9/24), so the rule stays
+explicit at one evaluation of ``f`` per step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +67,9 @@ METHODS = ADAPTIVE_METHODS + FIXED_STEP_METHODS
 DELAY_METHODS = ("trapezoid", "adams3", "adams4")
 _DELAY_WEIGHTS = {"trapezoid": (1 / 2, 1 / 2), "adams3": (5 / 12, 8 / 12, -1 / 12),
                   "adams4": (9 / 24, 19 / 24, -5 / 24, 1 / 24)}
+#: The explicit (Adams–Bashforth) weights of the same orders, for a lag of 0.
+_UNDELAYED_WEIGHTS = {"trapezoid": (3 / 2, -1 / 2), "adams3": (23 / 12, -16 / 12, 5 / 12),
+                      "adams4": (55 / 24, -59 / 24, 37 / 24, -9 / 24)}
 #: The past of a delay equation before ``t₀``: the tangent ``y₀ + (t − t₀)f(t₀, y₀)`` or ``y₀``
 #: (or a callable ``t ↦ y(t)``).
 HISTORIES = ("tangent", "constant")
@@ -171,7 +187,7 @@ def integrate(
     clip: float | None = None,
     check_finite: bool = True,
     progress: bool | None = None,
-    delay: float | None = None,
+    delay: float | Mapping[float, float] | None = None,
     instant: Field | None = None,
     history: str | Callable[[float], Any] = "tangent",
 ) -> IntegrationResult:
@@ -196,7 +212,9 @@ def integrate(
         delay: solve the delay equation ``dy/dt = field(t − τ, y(t − τ)) + instant(t, y(t))`` with
             ``τ = delay`` instead (methods :data:`DELAY_METHODS`, default ``"trapezoid"``;
             ``options={"step_size": h}`` with ``τ/h`` a whole number, default ``h = τ``; every time
-            in ``t`` must lie on the grid of ``h``).
+            in ``t`` must lie on the grid of ``h``). A mapping ``{τ_j: c_j}`` solves
+            ``dy/dt = Σ_j c_j field(t − τ_j, y(t − τ_j)) + instant(t, y(t))`` (lags ≥ 0, at least one
+            positive; default ``h`` the smallest positive lag; see the module docstring).
         instant: the delay equation's undelayed part (``None``: none; it may return ``None`` where it
             vanishes); only with ``delay``.
         history: the delay equation's past before ``t[0]`` (:data:`HISTORIES`, or a callable
@@ -277,28 +295,48 @@ def _clipped(dy: State, clip: float | None) -> State:
     return dy.clamp(-clip, clip) if isinstance(dy, Tensor) else tuple(d.clamp(-clip, clip) for d in dy)
 
 
-def _integrate_delay(field: Field, y0: State, t: Tensor, *, delay: float, method: str, opts: dict[str, Any],
-                     max_steps: int, clip: float | None, check_finite: bool, progress: bool | None,
-                     instant: Field | None, history: str | Callable[[float], Any], stats: SolverStats
-                     ) -> IntegrationResult:
-    """The explicit Adams rules for ``dy/dt = field(t − τ, y(t − τ)) + instant(t, y)`` (module docstring);
-    ``field``, ``y0``, ``t``, ``clip`` and ``max_steps`` are checked by :func:`integrate`."""
+def _lags(delay: Any) -> list[tuple[float, float]]:
+    """``delay`` (a positive number, or a mapping of lags ≥ 0 to weights) as ``[(τ_j, c_j)]``, checked."""
+    def number(x: Any) -> bool:
+        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+    if isinstance(delay, Mapping):
+        items = sorted(delay.items())
+        if not items or not all(number(lag) and lag >= 0 and number(c) for lag, c in items):
+            raise ValueError(f"delay: a mapping of lags ≥ 0 to finite weights was expected, got {delay!r}")
+        if items[-1][0] <= 0:
+            raise ValueError(f"delay: at least one lag must be positive, got {delay!r}")
+        return [(float(lag), float(c)) for lag, c in items]
+    if not number(delay) or not delay > 0:
+        raise ValueError(f"delay must be a positive number or a mapping of lags to weights, got {delay!r}")
+    return [(float(delay), 1.0)]
+
+
+def _integrate_delay(field: Field, y0: State, t: Tensor, *, delay: float | Mapping[float, float], method: str,
+                     opts: dict[str, Any], max_steps: int, clip: float | None, check_finite: bool,
+                     progress: bool | None, instant: Field | None, history: str | Callable[[float], Any],
+                     stats: SolverStats) -> IntegrationResult:
+    """The explicit Adams rules for ``dy/dt = Σ_j c_j field(t − τ_j, y(t − τ_j)) + instant(t, y)`` (module
+    docstring); ``field``, ``y0``, ``t``, ``clip`` and ``max_steps`` are checked by :func:`integrate`."""
     if method not in DELAY_METHODS:
         raise ValueError(f"method: a delay equation is solved by {', '.join(DELAY_METHODS)}, got {method!r}")
-    if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay > 0 or not delay < float("inf"):
-        raise ValueError(f"delay must be a positive number, got {delay!r}")
+    lags = _lags(delay)
     if not callable(history) and history not in HISTORIES:
         raise ValueError(f"history must be one of {HISTORIES} or a callable t ↦ y(t), got {history!r}")
     if instant is not None and not callable(instant):
         raise TypeError("instant must be callable as instant(t, y)")
-    h = opts.pop("step_size", delay)
+    h = opts.pop("step_size", min(lag for lag, _ in lags if lag > 0))
     if opts:
         raise ValueError(f"options: the delay rules take step_size and max_num_steps, got {sorted(opts)}")
     if isinstance(h, bool) or not isinstance(h, int | float) or not h > 0:
         raise ValueError(f"options['step_size'] must be a positive number, got {h!r}")
-    k = round(delay / h)
-    if k < 1 or abs(k * h - delay) > 1e-9 * delay:
-        raise ValueError(f"options['step_size']: the delay {delay} must be a whole number of steps, got h = {h}")
+    kernel = []  # (k_j, c_j): the lags in steps
+    for lag, c in lags:
+        k = round(lag / h)
+        if abs(k * h - lag) > 1e-9 * max(lag, h) or (lag > 0 and k < 1):
+            raise ValueError(f"options['step_size']: every delay must be a whole number of steps, got {lag} "
+                             f"with h = {h}")
+        kernel.append((k, c))
     t0 = float(t[0])
     grid = (t - t0) / h
     nodes = grid.round()
@@ -314,8 +352,13 @@ def _integrate_delay(field: Field, y0: State, t: Tensor, *, delay: float, method
         stats.nfe += 1
         return _clipped(field(torch.tensor(tt, dtype=t.dtype), y), clip)
 
-    b = _DELAY_WEIGHTS[method]
-    q = len(b)
+    b, b0 = _DELAY_WEIGHTS[method], _UNDELAYED_WEIGHTS[method]
+    # the weights on f_{n−d} (past[−1 − d]) of one step: lag k ≥ 1 reads f_{n+1−k−i}, lag 0 reads f_{n−i}
+    weights: list[tuple[int, float]] = []
+    for k, c in kernel:
+        weights += [(k - 1 + i, h * c * bi) for i, bi in enumerate(b)] if k else [(i, h * c * bi) for i, bi in
+                                                                                  enumerate(b0)]
+    depth = max(d for d, _ in weights) + 1  # f at the nodes n + 1 − depth … n
     f0 = f(t0, y0)
 
     def before(j: int) -> State:
@@ -324,17 +367,16 @@ def _integrate_delay(field: Field, y0: State, t: Tensor, *, delay: float, method
             return history(t0 - j * h)  # type: ignore[no-any-return]
         return y0 if history == "constant" else _add(y0, (-j * h, f0))
 
-    # f at the nodes n + 2 − k − q … n (the oldest first): the delayed values of step n and later
-    past = [f(t0 - j * h, before(j)) for j in range(k + q - 2, 0, -1)]
+    past = [f(t0 - j * h, before(j)) for j in range(depth - 1, 0, -1)]
     past.append(f0)
     out: list[State] = [y0]
     y = y0
-    with progress_bar(float(t[-1]) - t0, f"integrate ({method}, delay {delay:g})", progress=progress,
+    label = f"{delay:g}" if not isinstance(delay, Mapping) else ", ".join(f"{lag:g}" for lag, _ in lags)
+    with progress_bar(float(t[-1]) - t0, f"integrate ({method}, delay {label})", progress=progress,
                       unit="t") as bar:
         for n in range(n_last):
             tn = t0 + n * h
-            # y_{n+1} = y_n + h Σ_j b_j f_{n+1−j−k}: f_{n+1−k} is past[q − 1], f_{n+2−k−q} past[0]
-            terms = [(h * bj, past[q - 1 - j]) for j, bj in enumerate(b)]
+            terms = [(w, past[-1 - d]) for d, w in weights]
             g = None if instant is None else instant(torch.tensor(tn, dtype=t.dtype), y)
             if g is not None:  # an instant part may be absent at times (``None``)
                 terms.append((h, _clipped(g, clip)))

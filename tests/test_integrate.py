@@ -221,6 +221,32 @@ def test_delay_rules_converge_at_their_order_on_an_exponential_solution(method, 
         assert 0.8 * 2**order < coarse / fine < 1.25 * 2**order
 
 
+@pytest.mark.parametrize(("method", "order"), [("trapezoid", 2), ("adams3", 3), ("adams4", 4)])
+@pytest.mark.parametrize("a", [-0.6, 0.8])
+def test_several_lags_with_an_undelayed_one_converge_at_the_rules_order(method, order, a):
+    """``y' = a(−⅙y(t) + ⁴⁄₃y(t − ½) − ⅙y(t − 1))`` with the past ``e^{st}``, s the real root of
+    ``s = a(−⅙ + ⁴⁄₃e^{−s/2} − ⅙e^{−s})`` (scipy's brentq): the lag-0 term through Adams–Bashforth,
+    the others through Adams–Moulton on delayed values, each rule at its order, one evaluation per step."""
+    from scipy.optimize import brentq
+
+    kernel = {0.0: -1 / 6, 0.5: 4 / 3, 1.0: -1 / 6}
+    s = brentq(lambda x: x - a * sum(c * math.exp(-x * lag) for lag, c in kernel.items()), -1.9, 2.0)
+    t = torch.linspace(0.0, 4.0, 9, dtype=torch.float64)
+    errors = []
+    for h in (1 / 8, 1 / 16, 1 / 32):
+        res = integrate(lambda _, y: a * y, torch.ones(1, dtype=torch.float64), t, delay=kernel, method=method,
+                        history=lambda x: torch.tensor([math.exp(s * x)], dtype=torch.float64),
+                        options={"step_size": h})
+        errors.append(float((res.ys[:, 0] - torch.exp(s * t)).abs().max()))
+        assert res.stats.nfe == round(4.0 / h) + round(1.0 / h) + len(_DELAY_WEIGHTS[method]) - 2
+    for coarse, fine in itertools.pairwise(errors):
+        assert 0.8 * 2**order < coarse / fine < 1.25 * 2**order
+    # a one-lag mapping is the plain delay, to the last bit
+    one = integrate(lambda _, y: a * y, torch.ones(1, dtype=torch.float64), t, delay={0.5: 1.0}, method=method)
+    plain = integrate(lambda _, y: a * y, torch.ones(1, dtype=torch.float64), t, delay=0.5, method=method)
+    torch.testing.assert_close(one.ys, plain.ys, rtol=0, atol=0)
+
+
 def test_delay_equation_tuple_state_instant_part_and_tangent_history():
     """``x' = −y(t − τ)``, ``y' = x(t − τ) + c·y(t)``: each entry of a tuple state is stepped, the instant
     part is added at the current state (explicit Euler: first order), and with τ → its refinement the
@@ -255,6 +281,11 @@ def test_delay_equation_bad_arguments():
         integrate(f, y0, t, delay=0.5, method="rk4")
     with pytest.raises(ValueError, match="delay"):
         integrate(f, y0, t, delay=-1.0)
+    for bad in ({}, {0.0: 1.0}, {-0.5: 1.0}, {0.5: float("nan")}, {0.5: "1"}):
+        with pytest.raises(ValueError, match="delay"):
+            integrate(f, y0, t, delay=bad)
+    with pytest.raises(ValueError, match="whole number of steps"):
+        integrate(f, y0, t, delay={0.0: 0.5, 0.5: 0.25, 0.75: 0.25})
     with pytest.raises(ValueError, match="history"):
         integrate(f, y0, t, delay=0.5, history="zero")
     with pytest.raises(ValueError, match="instant"):

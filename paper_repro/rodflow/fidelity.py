@@ -62,6 +62,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "rod2_trap_fine": ("rod", {}),  # the trapezoidal rule at a step of 1/16
     "rod2_a4_h2": ("rod", {}),  # the fourth-order Adams rule (the default) at a step of 1/2
     "stable2d": ("stable", {"order": 2, "form": "delay"}),
+    "rod3": ("rod", {"order": 3}),  # the three-lag delay form (third-order modified equation)
+    "stable3": ("stable", {"order": 3, "form": "delay"}),
+    "rod3_fine": ("rod", {"order": 3}),  # the same at a step of 1/16 (STEPS)
     "rod2_lookbehind": ("rod", {"form": "look_behind"}),  # the previous default (limiter "truncate")
     "rod1_legacy": ("rod", {"order": 1, "init": "3pt", "floor": 1e-10}),
     # ablations of the default (for choosing it; not in the default list)
@@ -75,7 +78,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 DEFAULT_VARIANTS = ("stable1", "stable2", "stable2d", "rod1", "rod2", "rod2_fine", "rod2_lookbehind")
 #: Steps of the delay forms, where not the default (``rodflow.flows.base.DELAY_STEP``).
-STEPS = {"rod2_fine": 1 / 16, "rod2_trap_h2": 1 / 2, "rod2_trap_h4": 1 / 4, "rod2_trap_fine": 1 / 16,
+STEPS = {"rod2_fine": 1 / 16, "rod3_fine": 1 / 16, "rod2_trap_h2": 1 / 2, "rod2_trap_h4": 1 / 4, "rod2_trap_fine": 1 / 16,
          "rod2_a4_h2": 1 / 2}
 #: Rules of the delay forms, where not the default (``rodflow.flows.base.DELAY_METHOD``).
 DELAY_RULES = {"rod2_trap_h2": "trapezoid", "rod2_trap_h4": "trapezoid", "rod2_trap_fine": "trapezoid"}

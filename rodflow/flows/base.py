@@ -11,7 +11,9 @@ integrates ``dZ/dt = F(t, Z)``; ``order=2`` reads the map to second order in one
 ``form="look_behind"``, the ODE ``dZ/dt = F(t − ½, Z − ½F(t, Z))``, the second-order modified
 equation ``F − ½(∂_tF + F′F)`` without Hessian-vector products, or ``form="delay"``, the delay
 equation ``dZ/dt = F(t − ½, Z(t − ½))``: the map's increment over ``[k, k + 1]`` is its value at
-the midpoint (see ``docs/flows.md``).
+the midpoint (see ``docs/flows.md``). ``order=3`` is the delay form with three lags,
+``dZ/dt = −⅙F(t, Z(t)) + ⁴⁄₃F(t − ½, Z(t − ½)) − ⅙F(t − 1, Z(t − 1))``: the third-order modified
+equation ``F − ½F′F + ⅓F′F′F + (1/12)F″(F, F)`` without derivatives of F (§6c).
 """
 
 from __future__ import annotations
@@ -33,21 +35,25 @@ from ..optimizers.spec import OptimizerSpec
 from ..trajectory import PhaseSeries, Trajectory
 from .parts import as_float, look_behind
 
-__all__ = ["FORMS", "LIMITERS", "ORDERS", "RATES", "TRANSIENT_STEPS", "Flow", "FlowSolution", "TransientWarning",
+__all__ = ["DELAY3", "FORMS", "LIMITERS", "ORDERS", "RATES", "TRANSIENT_STEPS", "Flow", "FlowSolution", "TransientWarning",
            "check_noise"]
 
 #: Relaxation rates of the moments' centres: ``Ṁ = κ(M⁺ − M)`` with κ = 1 (``"step"``: the flow's
 #: Euler step of size 1 is the discrete EMA, ``Ṁ = a g − (1 − β)M``) or κ = 1/β (``"central"``,
 #: the continuous-time EMA of the central-flows code, ``Ṁ = (a g − (1 − β)M)/β``).
 RATES = ("step", "central")
-#: Orders of the flow: 1 (``dZ/dt = F``) or 2 (see :data:`FORMS`).
-ORDERS = (1, 2)
+#: Orders of the flow: 1 (``dZ/dt = F``), 2 (see :data:`FORMS`) or 3 (the delay form only: :data:`DELAY3`).
+ORDERS = (1, 2, 3)
 #: Forms of the second-order flow: ``"look_behind"`` (the ODE ``dZ/dt = F(t − ½, Z − ½F(t, Z))``)
 #: or ``"delay"`` (the delay equation ``dZ/dt = F(t − ½, Z(t − ½))``, solved by the integrator's Adams
 #: rule of :func:`~rodflow.integrate.integrate`).
 FORMS = ("look_behind", "delay")
 #: The delay of ``form="delay"``: half a step.
 DELAY = 0.5
+#: The lags and weights of ``order=3`` (``form="delay"``): ``Σ_j c_j e^{−sτ_j}`` equals the map's
+#: ``s/(e^s − 1) = 1 − s/2 + s²/12 + 0·s³ + …`` through s³, so a mode the map multiplies by z grows
+#: at ``ln z + O(ε⁴)`` and the nonlinear modified equation holds to third order (``docs/flows.md`` §6c).
+DELAY3 = {0.0: -1 / 6, 0.5: 4 / 3, 1.0: -1 / 6}
 #: The default rule and step of ``form="delay"``: the fourth-order Adams rule at a quarter step,
 #: four evaluations of F per step (8 gradients per step for the rod). Chosen on digits seed 1
 #: (``results/fidelity_adams_digits_seed1.md``): its EoS-window distance to the iterates was within
@@ -223,13 +229,15 @@ class Flow(ABC):
             raise ValueError(f"rate must be one of {RATES}, got {rate!r}")
         if isinstance(order, bool) or order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
-        if order == 2 and rate != "step":
-            raise ValueError("order=2 is the modified equation of the discrete map and needs rate='step'")
+        if order >= 2 and rate != "step":
+            raise ValueError(f"order={order} is the modified equation of the discrete map and needs rate='step'")
         if limiter not in LIMITERS:
             raise ValueError(f"limiter must be one of {LIMITERS}, got {limiter!r}")
         if form not in FORMS:
             raise ValueError(f"form must be one of {FORMS}, got {form!r}")
-        self.form: str | None = form if order == 2 else None
+        if order == 3 and form != "delay":
+            raise ValueError("order=3 exists in the delay form only: pass form='delay'")
+        self.form: str | None = form if order >= 2 else None
         # the limiter acts on the look-behind only
         self.limiter = limiter if self.form == "look_behind" else None
         self.spec = spec
@@ -434,8 +442,9 @@ class Flow(ABC):
                 raise ValueError(f"method: form='delay' is a delay equation, solved by {', '.join(DELAY_METHODS)}; "
                                  f"got {method!r} (form='look_behind' is the second-order ODE)")
             options = {"step_size": DELAY_STEP, **(options or {})}
-            res = integrate(self.delayed, y0, t, method=method, options=options, delay=DELAY, instant=self.instant,
-                            history="tangent", progress=progress)
+            res = integrate(self.delayed, y0, t, method=method, options=options,
+                            delay=DELAY if self.order == 2 else DELAY3, instant=self.instant, history="tangent",
+                            progress=progress)
         else:
             method = method or "dopri5"
             res = integrate(self.field, y0, t, method=method, rtol=rtol, atol=self._atol(atol, y0), options=options,

@@ -87,13 +87,17 @@ def test_adaptive_flows_warn_inside_the_first_step_transient(runs):
 def test_flow_options_are_validated(runs):
     prob, gd, _, _ = runs
     for make in (rodflow.stable_flow, rodflow.rod_flow):
-        for bad in (3, 0, True, "2"):
+        for bad in (4, 0, True, "2"):
             with pytest.raises(ValueError, match="order"):
                 make(gd, prob.loss_fn, order=bad)
         with pytest.raises(ValueError, match="init"):
             make(gd, prob.loss_fn, init="5pt")
         with pytest.raises(ValueError, match="order=2"):
             make(gd, prob.loss_fn, order=2, rate="central")
+        with pytest.raises(ValueError, match="order=3"):
+            make(gd, prob.loss_fn, order=3, rate="central", form="delay")
+    with pytest.raises(ValueError, match="order=3 exists in the delay form only"):
+        rodflow.stable_flow(gd, prob.loss_fn, order=3)  # the stable flow's default form is the look-behind
     for bad in ("rounding", 0.0, 1.5, True):
         with pytest.raises(ValueError, match="floor"):
             rodflow.rod_flow(gd, prob.loss_fn, floor=bad)
