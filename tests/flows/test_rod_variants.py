@@ -126,30 +126,54 @@ def _delay_root(e: float) -> float:
     return scipy.optimize.brentq(lambda s: s - e * math.exp(-s / 2), 0.0, e)
 
 
+def _delay_form_top_mode(name: str, order: int) -> tuple[float, float, float]:
+    """``(ε, measured rate, ln z)`` of the linearised delay-form rod of ``order`` along the top eigenvector of
+    the exact one-step map (multiplier z = 1 + ε), by solving the rod itself from a small Δ."""
+    spec, h, n = _setup(name, 1.05)
+    a = _discrete_multiplier(spec, h, n)
+    z, vecs = np.linalg.eig(a)
+    i = int(np.argmax(z.real))
+    v = torch.tensor(vecs[:, i].real, dtype=torch.float64)
+    x = 1e-6 * v / torch.linalg.vector_norm(v)
+    flow = rodflow.rod_flow(spec, lambda th: 0.5 * th @ h @ th, floor=None, order=order)
+    has_m = spec.has_momentum
+    zero = torch.zeros(D, dtype=torch.float64)
+    y0 = pack(RodState(W=zero, Delta=x[:D], M=zero if has_m else None, mu=x[D:] if has_m else None, N=n))
+    times = torch.tensor([T, T + 6.0, T + 12.0], dtype=torch.float64)
+    delay, method = (0.5, "trapezoid") if order == 2 else (DELAY3, "adams4")
+    res = rodflow.integrate(flow.delayed, y0, times, delay=delay, method=method, options={"step_size": 1 / 32})
+    size = [float(torch.linalg.vector_norm(torch.cat([res.ys[1][j], res.ys[3][j]]) if has_m else res.ys[1][j]))
+            for j in (1, 2)]
+    return z[i].real - 1, math.log(size[1] / size[0]) / 6.0, math.log(z[i].real)
+
+
 @pytest.mark.parametrize("name", rodflow.OPTIMIZERS)
 def test_delay_form_grows_the_top_mode_at_the_log_of_its_multiplier_to_second_order(name):
     """``form="delay"``: along the top eigenvector (multiplier z = 1 + ε of the exact one-step map) the
     linearised rod is ``ż = ε z(t − ½)``, which grows at the root of ``s = ε e^{−s/2}``,
     ``ε − ε²/2 + 3ε³/8 + …``; ``ln z = ε − ε²/2 + ε³/3 − …``. Measured by integrating the rod itself."""
-    spec, h, n = _setup(name, 1.05)
-    a = _discrete_multiplier(spec, h, n)
-    z, vecs = np.linalg.eig(a)
-    i = int(np.argmax(z.real))
-    e = z[i].real - 1
-    v = torch.tensor(vecs[:, i].real, dtype=torch.float64)
-    x = 1e-6 * v / torch.linalg.vector_norm(v)
-    flow = rodflow.rod_flow(spec, lambda th: 0.5 * th @ h @ th, floor=None)
-    has_m = spec.has_momentum
-    zero = torch.zeros(D, dtype=torch.float64)
-    y0 = pack(RodState(W=zero, Delta=x[:D], M=zero if has_m else None, mu=x[D:] if has_m else None, N=n))
-    times = torch.tensor([T, T + 6.0, T + 12.0], dtype=torch.float64)
-    res = rodflow.integrate(flow.delayed, y0, times, delay=0.5, options={"step_size": 1 / 32})
-    size = [float(torch.linalg.vector_norm(torch.cat([res.ys[1][j], res.ys[3][j]]) if has_m else res.ys[1][j]))
-            for j in (1, 2)]
-    rate = math.log(size[1] / size[0]) / 6.0
+    e, rate, exact = _delay_form_top_mode(name, 2)
     assert rate == pytest.approx(_delay_root(e), rel=1e-3)
-    assert abs(rate - math.log(z[i].real)) <= 0.1 * e**3  # 3/8 − 1/3 = 1/24 of ε³, plus the solver's error
-    assert abs(e - e**2 / 2 - math.log(z[i].real)) > 2 * abs(rate - math.log(z[i].real))  # closer than the look-behind
+    assert abs(rate - exact) <= 0.1 * e**3  # 3/8 − 1/3 = 1/24 of ε³, plus the solver's error
+    assert abs(e - e**2 / 2 - exact) > 2 * abs(rate - exact)  # closer than the look-behind
+
+
+def _three_lag_root(e: float) -> float:
+    """The real root ``s`` of ``s = ε(−⅙ + ⁴⁄₃e^{−s/2} − ⅙e^{−s})`` (scipy's brentq)."""
+    return scipy.optimize.brentq(lambda s: s - e * sum(c * math.exp(-s * lag) for lag, c in DELAY3.items()),
+                                 0.0, 2 * e)
+
+
+@pytest.mark.parametrize("name", rodflow.OPTIMIZERS)
+def test_three_lag_form_grows_the_top_mode_at_the_log_of_its_multiplier_to_third_order(name):
+    """``order=3``: along the top eigenvector (multiplier z = 1 + ε of the exact one-step map) the
+    linearised rod is ``ż = ε(−⅙z(t) + ⁴⁄₃z(t − ½) − ⅙z(t − 1))``, which grows at the root of its
+    characteristic equation, ``ln z + O(ε⁴)`` (the kernel equals ``s/(eˢ − 1)`` through s³), where the
+    one-lag delay form is off by ε³/24. Measured by solving the rod itself."""
+    e, rate, exact = _delay_form_top_mode(name, 3)
+    assert rate == pytest.approx(_three_lag_root(e), rel=1e-6)
+    assert abs(rate - exact) <= 2e-3 * e**4  # measured: (1.6–3.4)e-4 · ε⁴ at ε = 0.1–0.48
+    assert abs(rate - exact) < 0.02 * abs(_delay_root(e) - exact)  # 100× closer than the one-lag delay form
 
 
 @pytest.mark.parametrize("limiter", ["truncate", "truncate_relative"])
@@ -374,36 +398,3 @@ def test_roundoff_floor_reproduces_the_onset_from_rounding_noise(dtype, steps, s
     assert on["iterates"] is not None and on["flow"] is not None, on
     assert abs(on["flow"] - on["iterates"]) <= 6, on
 
-
-def _three_lag_root(e: float) -> float:
-    """The real root ``s`` of ``s = ε(−⅙ + ⁴⁄₃e^{−s/2} − ⅙e^{−s})`` (scipy's brentq)."""
-    return scipy.optimize.brentq(lambda s: s - e * sum(c * math.exp(-s * lag) for lag, c in DELAY3.items()),
-                                 0.0, 2 * e)
-
-
-@pytest.mark.parametrize("name", rodflow.OPTIMIZERS)
-def test_three_lag_form_grows_the_top_mode_at_the_log_of_its_multiplier_to_third_order(name):
-    """``order=3``: along the top eigenvector (multiplier z = 1 + ε of the exact one-step map) the
-    linearised rod is ``ż = ε(−⅙z(t) + ⁴⁄₃z(t − ½) − ⅙z(t − 1))``, which grows at the root of its
-    characteristic equation, ``ln z + O(ε⁴)`` (the kernel equals ``s/(eˢ − 1)`` through s³), where the
-    one-lag delay form is off by ε³/24. Measured by solving the rod itself."""
-    spec, h, n = _setup(name, 1.05)
-    a = _discrete_multiplier(spec, h, n)
-    z, vecs = np.linalg.eig(a)
-    i = int(np.argmax(z.real))
-    e = z[i].real - 1
-    v = torch.tensor(vecs[:, i].real, dtype=torch.float64)
-    x = 1e-6 * v / torch.linalg.vector_norm(v)
-    flow = rodflow.rod_flow(spec, lambda th: 0.5 * th @ h @ th, floor=None, order=3)
-    has_m = spec.has_momentum
-    zero = torch.zeros(D, dtype=torch.float64)
-    y0 = pack(RodState(W=zero, Delta=x[:D], M=zero if has_m else None, mu=x[D:] if has_m else None, N=n))
-    times = torch.tensor([T, T + 6.0, T + 12.0], dtype=torch.float64)
-    res = rodflow.integrate(flow.delayed, y0, times, delay=DELAY3, method="adams4", options={"step_size": 1 / 32})
-    size = [float(torch.linalg.vector_norm(torch.cat([res.ys[1][j], res.ys[3][j]]) if has_m else res.ys[1][j]))
-            for j in (1, 2)]
-    rate = math.log(size[1] / size[0]) / 6.0
-    exact = math.log(z[i].real)
-    assert rate == pytest.approx(_three_lag_root(e), rel=1e-6)
-    assert abs(rate - exact) <= 2e-3 * e**4  # measured: (1.6–3.4)e-4 · ε⁴ at ε = 0.1–0.48
-    assert abs(rate - exact) < 0.02 * abs(_delay_root(e) - exact)  # 100× closer than the one-lag delay form
