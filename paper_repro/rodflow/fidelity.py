@@ -196,23 +196,28 @@ def report(rows: list[dict[str, Any]], out_md: Path, out_png: Path | None, comma
                  str(r["start"])]
         def stable(order: int, key: str) -> Any:
             """The closer stable flow of this order (order 2: look-behind or delay form)."""
-            got = [x for t in ((f"stable{order}", "stable2d") if order == 2 else ("stable1",))
+            got = [x for t in ((f"stable{order}", "stable2d") if order == 2 else (f"stable{order}",))
                    if isinstance(x := get(t, key), float) and math.isfinite(x)]
             return min(got) if got else None
 
         ratio_pf = {o: _ratio(stable(o, "eos_window_phase_free_distance"),
-                              get(f"rod{o}", "eos_window_phase_free_distance")) for o in (1, 2)}
+                              get(f"rod{o}", "eos_window_phase_free_distance")) for o in (1, 2, 3)}
         ratio_par = {o: _ratio(stable(o, "eos_mean_distance"), get(f"rod{o}", "eos_mean_distance"))
                      for o in (1, 2)}
         fine, coarse = get("rod2_fine", "eos_window_phase_free_distance"), get("rod2", "eos_window_phase_free_distance")
         dev = _ratio(abs(coarse - fine), fine) if isinstance(fine, float) and isinstance(coarse, float) else math.nan
         metric_rows.append({"case": f"{r['data']}/{r['seed']}/{r['optimizer']}", "ratio_pf2": ratio_pf[2],
+                            "ratio_pf3": ratio_pf[3],
+                            "rod3_vs_rod2": _ratio(get("rod3", "eos_window_phase_free_distance"),
+                                                   get("rod2", "eos_window_phase_free_distance")),
                             "ratio_pf1": ratio_pf[1], "ratio_par2": ratio_par[2], "dev": dev,
                             "onset": (get("rod2", "onset_flow"), get("rod2", "onset_iterates"), r["steps"])})
         cells += [_f(stable(2, "eos_window_phase_free_distance")), _f(get("rod2", "eos_window_phase_free_distance")),
                   _f(ratio_pf[2], 3), _f(ratio_par[2], 3),
                   _f(get("stable1", "eos_window_phase_free_distance")), _f(get("rod1", "eos_window_phase_free_distance")),
                   _f(ratio_pf[1], 3), _f(ratio_par[1], 3),
+                  _f(get("stable3", "eos_window_phase_free_distance")), _f(get("rod3", "eos_window_phase_free_distance")),
+                  _f(ratio_pf[3], 3),
                   _f(get("rod2_lookbehind", "eos_window_phase_free_distance")),
                   _f(get("stable2", "pre_eos_mean_distance")), _f(get("rod2", "pre_eos_mean_distance")),
                   f"{_f(get('rod2', 'onset_flow'))} / {_f(get('rod2', 'onset_iterates'))}",
@@ -222,7 +227,8 @@ def report(rows: list[dict[str, Any]], out_md: Path, out_png: Path | None, comma
                   "; ".join(f"{t}: {v[t]['failed'][:60]}" for t in v if "failed" in v[t]) or "–"]
         lines.append("| " + " | ".join(cells) + " |")
     cols = [*head, "best stable2 EoS pf", "rod2 EoS pf", "ratio pf (2)", "ratio parity (2)", "stable1 EoS pf",
-                   "rod1 EoS pf", "ratio pf (1)", "ratio parity (1)", "look-behind rod2 EoS pf", "stable2 pre",
+                   "rod1 EoS pf", "ratio pf (1)", "ratio parity (1)", "stable3 EoS pf", "rod3 EoS pf", "ratio pf (3)",
+                   "look-behind rod2 EoS pf", "stable2 pre",
                    "rod2 pre", "onset rod2 / iterates", "rod2 amp err", "rod2 centre dist", "grads/step stable2",
                    "grads/step rod2", f"rod2 vs h={_step('rod2_fine')}", "failures"]
     table = "\n".join(["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|", *lines])
@@ -239,6 +245,11 @@ def report(rows: list[dict[str, Any]], out_md: Path, out_png: Path | None, comma
     late = [f"{x['case']} ({x['onset'][0]} vs {x['onset'][1]})" for x in metric_rows
             if None not in x["onset"][:2] and abs(x["onset"][0] - x["onset"][1]) > 0.05 * x["onset"][2]]
     devs = [x["dev"] for x in metric_rows if math.isfinite(x["dev"])]
+    third = sorted(x["ratio_pf3"] for x in metric_rows if math.isfinite(x["ratio_pf3"]))
+    order3 = "" if not third else (
+        f"Order 3 (`rod3` against `stable3`, pf): median {_f(third[len(third) // 2], 3)} over {len(third)} cases; "
+        "rod3 ÷ rod2 distance: " + ", ".join(f"{x['case']} {x['rod3_vs_rod2']:.2f}" for x in metric_rows
+                                             if math.isfinite(x["rod3_vs_rod2"])) + ".\n\n")
     tags = [t for t in VARIANTS if any(t in r["variants"] for r in rows)]
     every = ["| case | " + " | ".join(tags) + " |", "|" + "|".join("---" for _ in range(len(tags) + 1)) + "|"]
     for r in rows:
@@ -261,7 +272,7 @@ def report(rows: list[dict[str, Any]], out_md: Path, out_png: Path | None, comma
             + (f" (ties within the rod's discretisation error: {', '.join(ties)})" if ties else "") + ". "
             f"Onset more than 5% of the run from the iterates': {', '.join(late) or 'none'}. "
             f"Default step (h = {_step(None)}) against h = {_step('rod2_fine')}, EoS pf distance: largest deviation "
-            f"{_f(100 * max(devs), 2) + '%' if devs else '–'} over {len(devs)} cases.\n\n"
+            f"{_f(100 * max(devs), 2) + '%' if devs else '–'} over {len(devs)} cases.\n\n" + order3 +
             "Every variant: EoS-window phase-free distance (gradient evaluations per step). "
             f"Variants: {', '.join(f'`{t}` {VARIANTS[t]}' for t in tags)}.\n\n" + "\n".join(every) + "\n\n"
             f"Command: `{command}`\n")
