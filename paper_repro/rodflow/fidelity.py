@@ -180,6 +180,32 @@ def tie_tolerance(dev: float) -> float:
     return dev if math.isfinite(dev) else 1e-3
 
 
+def _closer_stable(r: dict[str, Any], order: int, key: str) -> Any:
+    """``key`` of the closer stable flow of this order in the row (order 2: the look-behind or the delay form)."""
+    got = [x for t in ((f"stable{order}", "stable2d") if order == 2 else (f"stable{order}",))
+           if isinstance(x := r["variants"].get(t, {}).get(key), float) and math.isfinite(x)]
+    return min(got) if got else None
+
+
+def case_metrics(r: dict[str, Any]) -> dict[str, Any]:
+    """One row's verdicts: stable ÷ rod of each order (phase-free ``ratio_pf{1,2,3}``, parity
+    ``ratio_par{1,2}``), the rod's deviation from h = 1/16 (``dev``), rod3 ÷ rod2 and the onsets."""
+    v = r["variants"]
+
+    def get(tag: str, key: str) -> Any:
+        return v.get(tag, {}).get(key)
+
+    pf, par = "eos_window_phase_free_distance", "eos_mean_distance"
+    fine, coarse = get("rod2_fine", pf), get("rod2", pf)
+    return {"case": f"{r['data']}/{r['seed']}/{r['optimizer']}",
+            **{f"ratio_pf{o}": _ratio(_closer_stable(r, o, pf), get(f"rod{o}", pf)) for o in (1, 2, 3)},
+            **{f"ratio_par{o}": _ratio(_closer_stable(r, o, par), get(f"rod{o}", par)) for o in (1, 2)},
+            "dev": _ratio(abs(coarse - fine), fine) if isinstance(fine, float) and isinstance(coarse, float)
+            else math.nan,
+            "rod3_vs_rod2": _ratio(get("rod3", pf), get("rod2", pf)),
+            "onset": (get("rod2", "onset_flow"), get("rod2", "onset_iterates"), r["steps"])}
+
+
 def report(rows: list[dict[str, Any]], out_md: Path, out_png: Path | None, command: str) -> str:
     """Markdown tables (and a figure) from the finished cases."""
     head = ["data", "seed", "optimizer", "lr", "k*", "start"]
@@ -194,24 +220,14 @@ def report(rows: list[dict[str, Any]], out_md: Path, out_png: Path | None, comma
 
         cells = [r["data"], str(r["seed"]), r["optimizer"], _f(r["hyperparameters"].get("lr")), _f(r["k_star"]),
                  str(r["start"])]
-        def stable(order: int, key: str) -> Any:
-            """The closer stable flow of this order (order 2: look-behind or delay form)."""
-            got = [x for t in ((f"stable{order}", "stable2d") if order == 2 else (f"stable{order}",))
-                   if isinstance(x := get(t, key), float) and math.isfinite(x)]
-            return min(got) if got else None
+        m = case_metrics(r)
+        ratio_pf = {o: m[f"ratio_pf{o}"] for o in (1, 2, 3)}
+        ratio_par = {o: m[f"ratio_par{o}"] for o in (1, 2)}
+        metric_rows.append(m)
 
-        ratio_pf = {o: _ratio(stable(o, "eos_window_phase_free_distance"),
-                              get(f"rod{o}", "eos_window_phase_free_distance")) for o in (1, 2, 3)}
-        ratio_par = {o: _ratio(stable(o, "eos_mean_distance"), get(f"rod{o}", "eos_mean_distance"))
-                     for o in (1, 2)}
-        fine, coarse = get("rod2_fine", "eos_window_phase_free_distance"), get("rod2", "eos_window_phase_free_distance")
-        dev = _ratio(abs(coarse - fine), fine) if isinstance(fine, float) and isinstance(coarse, float) else math.nan
-        metric_rows.append({"case": f"{r['data']}/{r['seed']}/{r['optimizer']}", "ratio_pf2": ratio_pf[2],
-                            "ratio_pf3": ratio_pf[3],
-                            "rod3_vs_rod2": _ratio(get("rod3", "eos_window_phase_free_distance"),
-                                                   get("rod2", "eos_window_phase_free_distance")),
-                            "ratio_pf1": ratio_pf[1], "ratio_par2": ratio_par[2], "dev": dev,
-                            "onset": (get("rod2", "onset_flow"), get("rod2", "onset_iterates"), r["steps"])})
+        def stable(order: int, key: str, r: dict[str, Any] = r) -> Any:
+            return _closer_stable(r, order, key)
+
         cells += [_f(stable(2, "eos_window_phase_free_distance")), _f(get("rod2", "eos_window_phase_free_distance")),
                   _f(ratio_pf[2], 3), _f(ratio_par[2], 3),
                   _f(get("stable1", "eos_window_phase_free_distance")), _f(get("rod1", "eos_window_phase_free_distance")),
@@ -223,7 +239,7 @@ def report(rows: list[dict[str, Any]], out_md: Path, out_png: Path | None, comma
                   f"{_f(get('rod2', 'onset_flow'))} / {_f(get('rod2', 'onset_iterates'))}",
                   _f(get("rod2", "eos_mean_amplitude_error")), _f(get("rod2", "eos_mean_centre_distance")),
                   _f(get("stable2", "grad_evals_per_step"), 3), _f(get("rod2", "grad_evals_per_step"), 3),
-                  _f(100 * dev, 2) + "%" if math.isfinite(dev) else "–",
+                  _f(100 * m["dev"], 2) + "%" if math.isfinite(m["dev"]) else "–",
                   "; ".join(f"{t}: {v[t]['failed'][:60]}" for t in v if "failed" in v[t]) or "–"]
         lines.append("| " + " | ".join(cells) + " |")
     cols = [*head, "best stable2 EoS pf", "rod2 EoS pf", "ratio pf (2)", "ratio parity (2)", "stable1 EoS pf",
