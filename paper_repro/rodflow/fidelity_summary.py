@@ -30,7 +30,7 @@ RESULTS = ROOT / "paper_repro" / "rodflow" / "results"
 #: The results files of the reported cases, in the order they are read.
 REPORTED = ("fidelity_digits_seed0", "fidelity_digits_seed2", "fidelity_mnist5k_seed0",
             "fidelity_mnist5k_adaptive_seed0", "fidelity_mnist5k_seed2", "fidelity_fashion_seed0_merged",
-            "fidelity_fashion_seed0_adaptive", "fidelity_fashion_seed2")
+            "fidelity_fashion_seed0_adaptive", "fidelity_fashion_seed1", "fidelity_fashion_seed2")
 
 
 def load(files: list[Path]) -> dict[tuple[str, int, str], dict[str, Any]]:
