@@ -15,7 +15,7 @@ roundoff floor), ``rod2`` (the default rod: the delay form, seven-point fit, rou
 fourth-order Adams rule at h = ¼), ``rod2_fine`` (the same at h = 1/16: how far the default step
 is from a converged solve; ``rod2_a4_h2`` at h = ½; ``rod2_trap_*``: the trapezoidal rule), ``rod2_lookbehind`` (the look-behind ODE with its truncation limiter, the
 previous default) and ``rod1_legacy`` (first order, three-point fit, floor 10⁻¹⁰: the first
-release's rod). The second-order ratios divide the *closer* of the two second-order stable flows
+release's rod), ``rod3``/``stable3`` (order 3: the three-lag delay form; ``rod3_fine`` at h = 1/16). The second-order ratios divide the *closer* of the two second-order stable flows
 by the rod. ``--method/--rtol/--atol`` apply to the ODE variants; the delay forms use the
 default rule and step of ``rodflow.flows.base`` or those in :data:`DELAY_RULES` and :data:`STEPS`.
 
