@@ -356,8 +356,8 @@ class FlowAdam(Optimizer):
         if not params:
             return
         fused = group["fused"]
-        if fused is None:
-            fused = fusable(params)
+        if fused is None:  # under torch.compile the foreach form, which the compiler fuses (as for torch's Adam)
+            fused = fusable(params) and not torch.compiler.is_compiling()
         states = [self.state[p] for p in params]
         if fused:
             for st, p in zip(states, params):

@@ -20,7 +20,8 @@ float32 is noise when the change is small.
 
 ``statistics="compile"`` instead runs the same sums through ``torch.compile`` (one fused loop per
 tensor that reads each array once and accumulates in float64; CPU and CUDA, compiled on first use
-per list layout).
+per list layout). Inside a step that is itself being compiled the plain sums are traced into the
+caller's graph, whatever ``statistics`` says.
 """
 
 from __future__ import annotations
@@ -194,7 +195,9 @@ def change_sq_sums(gs: list[Tensor], ps: list[Tensor], statistics: str = "foreac
     device = gs[0].device
     total = torch.zeros(2, dtype=_F64, device=device)
     for dev, dt, (g, p), _ in _grouped([gs, ps]):
-        if statistics == "compile":
+        if torch.compiler.is_compiling():  # inside a compiled step: the plain sums, for the outer graph
+            part = _change_compiled_body(g, p)
+        elif statistics == "compile":
             part = _compiled("change", _change_compiled_body)(g, p)
         elif dev.type == "cpu" and dt in _DOT_DTYPES:
             part = _change_cpu(g, p)
@@ -210,7 +213,9 @@ def velocity_sq_norms(ms: list[Tensor], gs: list[Tensor], weight: float, statist
     device = ms[0].device
     out = torch.zeros(len(ms), dtype=_F64, device=device)
     for dev, dt, (m, g), idx in _grouped([ms, gs]):
-        if statistics == "compile":
+        if torch.compiler.is_compiling():
+            part = _velocity_compiled_body(m, g, weight)
+        elif statistics == "compile":
             part = _compiled("velocity", _velocity_compiled_body)(m, g, weight)
         elif dev.type == "cpu" and dt in _DOT_DTYPES:
             part = _velocity_cpu(m, g, weight)
@@ -225,6 +230,11 @@ def sq_norms(gs: list[Tensor], statistics: str = "foreach") -> Tensor:
     device = gs[0].device
     out = torch.zeros(len(gs), dtype=_F64, device=device)
     for _, _, (g,), idx in _grouped([gs]):
-        part = _compiled("sq_norms", _sq_norms_compiled_body)(g) if statistics == "compile" else _norms_sq(g)
+        if torch.compiler.is_compiling():
+            part = _sq_norms_compiled_body(g)
+        elif statistics == "compile":
+            part = _compiled("sq_norms", _sq_norms_compiled_body)(g)
+        else:
+            part = _norms_sq(g)
         out[idx] = part.to(device, non_blocking=True)
     return out

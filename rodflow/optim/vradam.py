@@ -207,10 +207,11 @@ class VRAdam(Optimizer):
             if not params:
                 continue
             dev = params[0].device
+            compiling = torch.compiler.is_compiling()
             fused = group["fused"]
-            if fused is None:
-                fused = fusable(params)
-            capturable = not fused and dev.type == "cuda"
+            if fused is None:  # under torch.compile the foreach form, which the compiler fuses (as for torch's Adam)
+                fused = fusable(params) and not compiling
+            capturable = not fused and (dev.type == "cuda" or compiling)
             steps_on_device = fused or capturable
             velocity = group["norm_on"] == "velocity"
             grads, exp_avgs, exp_avg_sqs, steps, prev = [], [], [], [], []
