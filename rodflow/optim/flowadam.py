@@ -196,6 +196,7 @@ class FlowAdam(Optimizer):
                     raise ValueError("params: FlowAdam's clipped flow needs real parameters, got a complex one")
         self._reset_globals()
         self._prev_meta: dict[Tensor, tuple[Any, ...]] = {}
+        self._warned_rate = False
 
     # ------------------------------------------------------------------ global statistics
     #: Settings kept by ``copy.deepcopy`` and pickling (``state_dict`` holds the statistics only).
@@ -227,6 +228,7 @@ class FlowAdam(Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("statistics", "foreach")
+        self.__dict__.setdefault("_warned_rate", False)
         self._prev_meta = {}  # a copy holds no gradient references of its own: its first step copies
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -274,6 +276,7 @@ class FlowAdam(Optimizer):
         :meth:`_keep`); creates the state of new parameters."""
         groups, params, grads, prev, after = [], [], [], [], []
         meta_of = self._prev_meta
+        overwritten = 0
         for group in self.param_groups:
             fused = group["fused"]
             for p in group["params"]:
@@ -296,10 +299,7 @@ class FlowAdam(Optimizer):
                 kind = meta[0] if old is meta[-1 if meta[0] != "ref" else 1] else None
                 if kind == "ref":  # old is last step's gradient itself: intact unless written since
                     if old is g or old._version != meta[2]:
-                        warnings.warn("FlowAdam: the previous gradient of a parameter was overwritten in place "
-                                      "(zero_grad(set_to_none=False) outside FlowAdam.zero_grad, or gradients "
-                                      "written into their old storage); c_t omits it this step and its gradient "
-                                      "is copied from now on", FlowAdamWarning, stacklevel=4)
+                        overwritten += 1
                         old, kind = g, "own"
                 elif kind == "probe":  # old is our copy; was the gradient's storage reused?
                     held, version = meta[1], meta[2]
@@ -313,6 +313,11 @@ class FlowAdam(Optimizer):
                 grads.append(g)
                 prev.append(old)
                 after.append(kind)
+        if overwritten:
+            warnings.warn(f"FlowAdam: the previous gradient of {overwritten} parameter(s) was overwritten in place "
+                          "(zero_grad(set_to_none=False) outside FlowAdam.zero_grad, or gradients written into "
+                          "their old storage); c_t omits them this step and their gradients are copied from now on",
+                          FlowAdamWarning, stacklevel=7)
         return groups, params, grads, prev, after
 
     @torch._dynamo.disable
@@ -355,18 +360,22 @@ class FlowAdam(Optimizer):
         params = [p for p in group["params"] if p.requires_grad and p.grad is not None][::-1]
         if not params:
             return
+        compiling = torch.compiler.is_compiling()
         fused = group["fused"]
-        if fused is None:  # under torch.compile the foreach form, which the compiler fuses (as for torch's Adam)
-            fused = fusable(params) and not torch.compiler.is_compiling()
+        if fused is None:  # under torch.compile the foreach form, which the compiler fuses itself
+            fused = fusable(params) and not compiling
+        # compiled, torch's foreach Adam needs its capturable form (step counts as tensors in the graph)
+        capturable = compiling and not fused
         states = [self.state[p] for p in params]
-        if fused:
+        if fused or capturable:
             for st, p in zip(states, params):
                 if st["step"].device != p.device:  # a state loaded onto another device
                     st["step"] = st["step"].to(p.device)
         beta1, beta2 = group["betas"]
         functional_adam(params, [p.grad for p in params], [st["exp_avg"] for st in states],
                         [st["exp_avg_sq"] for st in states], [], [st["step"] for st in states],
-                        foreach=not fused, fused=fused, decoupled_weight_decay=group["decoupled_weight_decay"],
+                        foreach=not fused, fused=fused, capturable=capturable,
+                        decoupled_weight_decay=group["decoupled_weight_decay"],
                         amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"],
                         eps=group["eps"], maximize=False)
 
@@ -385,10 +394,26 @@ class FlowAdam(Optimizer):
         if closure is None:
             raise ValueError("closure: FlowAdam.step needs a closure that zeroes grads, computes the loss, "
                              "calls backward() and returns the loss")
+        loss, use_ode, groups, params = self._decide(closure)
+        if not params:
+            return loss
+        if use_ode:
+            use_ode = self._ode_step(closure, groups, params)
+        if not use_ode:  # Adam mode (or a failed solve): the part a compiled step keeps in its graph
+            for group in self.param_groups:
+                self._adam(group)
+        self._record_versions(params)
+        return loss
+
+    @torch._dynamo.disable
+    def _decide(self, closure: Callable[[], Any]) -> tuple[Any, bool, list[dict[str, Any]], list[Tensor]]:
+        """The step's first closure call, the trigger statistics, their EMAs and the decision (with its
+        host synchronisation) and the counters: the loss, whether to run the ODE, the groups and
+        parameters. Runs eagerly under ``torch.compile`` (so the counters are plain Python)."""
         loss = self._evaluate(closure)
         groups, params, grads, prev, after = self._prepare()
         if not params:
-            return loss
+            return loss, False, groups, params
         n_t, c_t = self._statistics(grads, prev)
         del prev
         self._keep(params, grads, after)
@@ -407,35 +432,36 @@ class FlowAdam(Optimizer):
             stiff = c_t > self.curvature_sensitivity * self.change_ema
             use_ode = bool(plateau | stiff)  # the one host synchronisation of the step
         self.global_step += 1
-        self._check_trigger_rate()
         if use_ode:
             self.ode_triggers += 1
-            if not self._ode_step(closure, groups, params):
-                self.ode_failures += 1
-                self._evaluate(closure)  # the gradient at the restored θ
-                use_ode = False
-        if not use_ode:
-            for group in self.param_groups:
-                self._adam(group)
-        self._record_versions(params)
-        return loss
+        self._check_trigger_rate()
+        return loss, use_ode, groups, params
 
     def _check_trigger_rate(self) -> None:
         """Warn once when the ODE fired on more than ``WARN_RATE`` of the eligible steps (at least
         ``WARN_AFTER`` of them); two Python counters, no host sync."""
         eligible = self.global_step - self.warmup - 1
         if (eligible >= WARN_AFTER and self.ode_triggers > WARN_RATE * eligible
-                and not self.__dict__.get("_warned_rate", False)):
+                and not self._warned_rate):
             self._warned_rate = True
             warnings.warn(f"FlowAdam: the ODE ran on {self.ode_triggers} of the {eligible} steps after warmup "
                           f"(mode={self.mode!r}); each ODE step costs several closure calls (ode_nfe="
                           f"{self.ode_nfe}). mode='A' is the stochastic preset; see FlowAdam's guidance on "
-                          "when to use which mode", FlowAdamWarning, stacklevel=4)
+                          "when to use which mode", FlowAdamWarning, stacklevel=7)
 
     @torch._dynamo.disable
     def _ode_step(self, closure: Callable[[], Any], groups: list[dict[str, Any]], params: list[Tensor]) -> bool:
-        """Integrate the clipped, per-group-rate gradient flow and inject momentum; False on failure
-        (θ restored)."""
+        """Integrate the clipped, per-group-rate gradient flow and inject momentum; on failure restore
+        θ, recompute the gradient there (for the Adam step the caller then takes) and return False.
+        Runs eagerly under ``torch.compile``, by design."""
+        if self._solve(closure, groups, params):
+            return True
+        self.ode_failures += 1
+        self._evaluate(closure)  # the gradient at the restored θ
+        return False
+
+    def _solve(self, closure: Callable[[], Any], groups: list[dict[str, Any]], params: list[Tensor]) -> bool:
+        """The ODE solve and the momentum injection; False on failure (θ restored)."""
         start = tuple(p.detach().clone() for p in params)
         rates = [float(g["lr"]) for g in groups]
         decays = [(float(g["weight_decay"]), bool(g["decoupled_weight_decay"])) for g in groups]
