@@ -42,17 +42,21 @@ through ``torch.compile``), with no host sync. (The cheaper-looking
 The previous gradient is kept *by reference* where that is safe: with ``zero_grad()`` (set to
 None) every backward allocates a fresh gradient, so holding last step's tensor costs no copy. A
 parameter's first step copies g and holds g as well; if at the next step the gradient is the same
-tensor, shares its storage, or the held tensor was written in place (its version counter moved:
-``zero_grad(set_to_none=False)``, gradients accumulated in place, DDP bucket views), FlowAdam keeps
-its own copy of that parameter's gradient from then on (one copy per step), else it holds the
-reference. ``FlowAdam.zero_grad(set_to_none=False)`` copies a held reference before zeroing it; a
-reference overwritten elsewhere is detected by its version counter (``c_t`` then omits that
-parameter once, with a :class:`FlowAdamWarning`, and the copy starts).
+tensor or shares its storage (``zero_grad(set_to_none=False)``, gradients accumulated in place, DDP
+bucket views), FlowAdam keeps its own copy of that parameter's gradient from then on (one copy per
+step), else it holds the reference. ``FlowAdam.zero_grad(set_to_none=False)`` copies a held
+reference before zeroing it; a held gradient that turns up again as the new gradient by another
+route (``model.zero_grad(set_to_none=False)`` mid-run) is detected: ``c_t`` then omits that
+parameter once, with a :class:`FlowAdamWarning`, and the copy starts. (A held tensor that is
+written in place after it stopped being ``p.grad`` is not detected.)
 
-``torch.compile``: the Adam-mode step compiles as torch's Adam does (its functional kernel is
-marked with ``_disable_dynamo_if_unsupported``); the ODE branch (the trigger test needs the host,
-and the solver calls the closure) runs eagerly by design: ``_ode_step`` is wrapped in
-``torch._dynamo.disable`` and the decision is a graph break.
+``torch.compile``: a compiled ``step`` keeps torch's Adam kernels in its graph (the foreach form,
+capturable, as the compiler wants it; torch marks its functional Adam with
+``_disable_dynamo_if_unsupported`` for the cases it cannot trace). The first closure call, the
+statistics, the decision (the host read), the counters and the ODE branch (solver and closure
+calls) run eagerly by design: ``_decide`` and ``_ode_step`` are wrapped in ``torch._dynamo.disable``.
+A compiled step agrees with the eager one to the float32 rounding of the capturable kernel's bias
+corrections (it forms 1 − β^k from the float32 step tensors).
 
 Trigger rate: after ``warmup``, once :data:`WARN_AFTER` eligible steps have been taken, a run
 where the ODE fired on more than :data:`WARN_RATE` of them warns once (:class:`FlowAdamWarning`): the
@@ -296,15 +300,14 @@ class FlowAdam(Optimizer):
                 g = p.grad if p.grad is not None else torch.zeros_like(p)
                 old = st["prev_grad"]
                 meta = meta_of.get(p, ("none", None))
-                kind = meta[0] if old is meta[-1 if meta[0] != "ref" else 1] else None
-                if kind == "ref":  # old is last step's gradient itself: intact unless written since
-                    if old is g or old._version != meta[2]:
+                kind = meta[0] if old is meta[-1] else None
+                if kind == "ref":  # old is last step's gradient: overwritten if the gradient is that tensor again
+                    if old is g:
                         overwritten += 1
                         old, kind = g, "own"
-                elif kind == "probe":  # old is our copy; was the gradient's storage reused?
-                    held, version = meta[1], meta[2]
-                    reused = (held is g or held._version != version
-                              or held.untyped_storage().data_ptr() == g.untyped_storage().data_ptr())
+                elif kind == "probe":  # old is our copy; is the gradient's storage reused?
+                    held = meta[1]
+                    reused = held is g or held.untyped_storage().data_ptr() == g.untyped_storage().data_ptr()
                     kind = "own" if reused else "ref"
                 elif kind != "own":  # new state, or state loaded/copied: copy this step, then decide
                     kind = "probe"
@@ -331,7 +334,7 @@ class FlowAdam(Optimizer):
             st = self.state[p]
             if kind == "ref":
                 st["prev_grad"] = g
-                meta_of[p] = ("ref", g, -1)  # the version is recorded at the end of the step
+                meta_of[p] = ("ref", g)
                 continue
             meta = meta_of.get(p)
             buf = meta[-1] if meta is not None and meta[0] in ("new", "probe", "own") else None
@@ -340,19 +343,9 @@ class FlowAdam(Optimizer):
             bufs.append(buf)
             srcs.append(g)
             st["prev_grad"] = buf
-            meta_of[p] = ("probe", g, -1, buf) if kind == "probe" else ("own", buf)
+            meta_of[p] = ("probe", g, buf) if kind == "probe" else ("own", buf)
         if bufs:
             torch._foreach_copy_(bufs, srcs)
-
-    @torch._dynamo.disable
-    def _record_versions(self, params: list[Tensor]) -> None:
-        """The version counters of the held gradients once the step is done (torch's fused kernel
-        counts as a write of its gradient arguments)."""
-        meta_of = self._prev_meta
-        for p in params:
-            meta = meta_of.get(p)
-            if meta is not None and meta[0] in ("ref", "probe"):
-                meta_of[p] = (meta[0], meta[1], meta[1]._version, *meta[3:])
 
     def _adam(self, group: dict[str, Any]) -> None:
         """torch's functional Adam on the group's parameters that have a gradient."""
@@ -402,7 +395,6 @@ class FlowAdam(Optimizer):
         if not use_ode:  # Adam mode (or a failed solve): the part a compiled step keeps in its graph
             for group in self.param_groups:
                 self._adam(group)
-        self._record_versions(params)
         return loss
 
     @torch._dynamo.disable
