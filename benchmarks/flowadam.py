@@ -87,7 +87,7 @@ def grad_evals(steps: int) -> None:
         if method == "adam":
             opt: torch.optim.Optimizer = torch.optim.Adam(factors, lr=0.01, weight_decay=1e-5)
         else:
-            opt = rodflow.FlowAdam(factors, lr=0.01, weight_decay=1e-5, ode_method=method)
+            opt = rodflow.FlowAdam(factors, lr=0.01, weight_decay=1e-5, ode_method=method, mode="B")
         out = train(factors, lambda factors=factors: completion_loss(factors, data), opt, steps)
         if method == "adam":
             adam_seconds = out["seconds"]

@@ -40,7 +40,7 @@ def test_triggers_off_is_torch_adam(fused, wd, decoupled):
     x, y = _data()
     a, b = _net(), _net()
     oa = FlowAdam(a.parameters(), lr=1e-2, betas=(0.8, 0.99), weight_decay=wd, decoupled_weight_decay=decoupled,
-                  fused=fused, **OFF)
+                  fused=fused, **OFF, mode="B")
     cls = torch.optim.AdamW if decoupled else torch.optim.Adam
     ob = cls(b.parameters(), lr=1e-2, betas=(0.8, 0.99), weight_decay=wd)
     for _ in range(200):
@@ -60,7 +60,7 @@ def test_ode_step_is_the_clipped_gradient_flow(wd, decoupled):
     lrs, scale = (0.05, 0.2), 0.5
     opt = FlowAdam([{"params": net[0].parameters(), "lr": lrs[0]}, {"params": net[2].parameters(), "lr": lrs[1]}],
                    warmup=0, switch_sensitivity=10.0, ode_t_scale=scale, ode_tol=1e-10, weight_decay=wd,
-                   decoupled_weight_decay=decoupled)
+                   decoupled_weight_decay=decoupled, mode="B")
     opt.step(closure_for(net, opt, x, y))  # the first step is always Adam's
     assert opt.ode_triggers == 0
     theta1 = _flat(net)
@@ -101,7 +101,7 @@ def test_trigger_statistics_are_the_exact_norms_in_float32(shapes):
     params = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]
     if len(shapes[0]) == 4:
         params[0] = torch.nn.Parameter(torch.zeros(shapes[0]).to(memory_format=torch.channels_last))
-    opt = FlowAdam(params, **OFF)
+    opt = FlowAdam(params, **OFF, mode="B")
     base = [torch.randn(s, generator=g) for s in shapes]
     seen = []
     orig = opt._statistics
@@ -135,7 +135,7 @@ def test_group_hyperparameters_match_torch_adam_groups():
         return [{"params": net[0].parameters(), "lr": 3e-3, "betas": (0.5, 0.9), "eps": 1e-3},
                 {"params": net[2].parameters(), "weight_decay": 0.1}]
 
-    oa = FlowAdam(groups(a), lr=1e-2, **OFF)
+    oa = FlowAdam(groups(a), lr=1e-2, **OFF, mode="B")
     ob = torch.optim.Adam(groups(b), lr=1e-2)
     for _ in range(50):
         oa.step(closure_for(a, oa, x, y))
@@ -146,7 +146,7 @@ def test_group_hyperparameters_match_torch_adam_groups():
 def test_float32_and_lr_scheduler_match_torch_adam():
     x, y = _data(torch.float32)
     a, b = _net(torch.float32), _net(torch.float32)
-    oa, ob = FlowAdam(a.parameters(), lr=1e-2, **OFF), torch.optim.Adam(b.parameters(), lr=1e-2, fused=True)
+    oa, ob = FlowAdam(a.parameters(), lr=1e-2, **OFF, mode="B"), torch.optim.Adam(b.parameters(), lr=1e-2, fused=True)
     sa = torch.optim.lr_scheduler.CosineAnnealingLR(oa, T_max=30)
     sb = torch.optim.lr_scheduler.CosineAnnealingLR(ob, T_max=30)
     for _ in range(30):
@@ -163,7 +163,7 @@ def test_cuda_float32_matches_cpu_decisions():
     out = {}
     for dev in ("cpu", "cuda"):
         net = _net(torch.float32).to(dev)
-        opt = FlowAdam(net.parameters(), lr=1e-2, warmup=2)
+        opt = FlowAdam(net.parameters(), lr=1e-2, warmup=2, mode="B")
         for _ in range(20):
             opt.step(closure_for(net, opt, x.to(dev), y.to(dev)))
         out[dev] = (_flat(net).cpu(), opt.ode_triggers, opt.grad_evals)
@@ -176,7 +176,7 @@ def test_momentum_injection_formula(injection):
     x, y = _data()
     net = _net()
     opt = FlowAdam(net.parameters(), lr=0.05, warmup=2, switch_sensitivity=10.0, injection=injection,
-                   momentum_blend_gamma=0.3, momentum_cap=0.5)
+                   momentum_blend_gamma=0.3, momentum_cap=0.5, mode="B")
     for _ in range(3):  # Adam steps: the ODE may run once more than `warmup` steps have been taken
         opt.step(closure_for(net, opt, x, y))
     params = list(net.parameters())
@@ -203,7 +203,7 @@ def test_momentum_injection_formula(injection):
 def test_save_load_resume_through_a_file_is_bitwise(tmp_path):
     x, y = _data()
     a = _net()
-    oa = FlowAdam(a.parameters(), lr=1e-2, warmup=2)
+    oa = FlowAdam(a.parameters(), lr=1e-2, warmup=2, mode="B")
     for _ in range(15):
         oa.step(closure_for(a, oa, x, y))
     assert oa.ode_triggers > 0
@@ -211,7 +211,7 @@ def test_save_load_resume_through_a_file_is_bitwise(tmp_path):
     for _ in range(15):
         oa.step(closure_for(a, oa, x, y))
     b = _net(seed=3)
-    ob = FlowAdam(b.parameters(), lr=1e-2, warmup=2)
+    ob = FlowAdam(b.parameters(), lr=1e-2, warmup=2, mode="B")
     ckpt = torch.load(tmp_path / "ckpt.pt")
     b.load_state_dict(ckpt["model"])
     ob.load_state_dict(ckpt["opt"])
@@ -224,7 +224,7 @@ def test_save_load_resume_through_a_file_is_bitwise(tmp_path):
 def test_no_graph_in_the_state_and_deepcopy():
     x, y = _data()
     net = _net()
-    opt = FlowAdam(net.parameters(), lr=1e-2, warmup=0, switch_sensitivity=10.0)
+    opt = FlowAdam(net.parameters(), lr=1e-2, warmup=0, switch_sensitivity=10.0, mode="B")
     for _ in range(5):
         opt.step(closure_for(net, opt, x, y))
     assert opt.ode_triggers == 4
@@ -240,7 +240,7 @@ def test_group_with_zero_lr_never_moves_and_schedulers_work():
     x, y = _data()
     net = _net()
     frozen, free = list(net[0].parameters()), list(net[2].parameters())
-    opt = FlowAdam([{"params": frozen, "lr": 0.0}, {"params": free}], lr=1e-2, warmup=2)
+    opt = FlowAdam([{"params": frozen, "lr": 0.0}, {"params": free}], lr=1e-2, warmup=2, mode="B")
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=5, gamma=0.5)
     start = [p.detach().clone() for p in frozen]
     free0 = [p.detach().clone() for p in free]
@@ -259,7 +259,7 @@ def test_failed_solve_falls_back_to_adam(bad_call):
     gradient is no failure: the clip bounds the field.)"""
     x, y = _data()
     net = _net()
-    opt = FlowAdam(net.parameters(), lr=1e-2, warmup=0, switch_sensitivity=10.0)
+    opt = FlowAdam(net.parameters(), lr=1e-2, warmup=0, switch_sensitivity=10.0, mode="B")
     calls = {"n": 0}
 
     def closure():
@@ -304,6 +304,7 @@ def test_closure_is_required_and_arguments_are_checked():
 
 def test_presets_and_overrides():
     net = _net()
+    assert FlowAdam(net.parameters()).mode == "A"  # the default: a drop-in for Adam (see the module doc)
     a = FlowAdam(net.parameters(), mode="A")
     assert (a.switch_sensitivity, a.curvature_sensitivity, a.ode_t_scale) == (0.40, 3.0, 2.0)
     b = FlowAdam(net.parameters(), mode="B", ode_t_scale=1.0)
@@ -313,7 +314,7 @@ def test_presets_and_overrides():
 def _ddp_phase(rank, world, out_dir):
     x, y = _data()
     model = torch.nn.parallel.DistributedDataParallel(_net())
-    opt = FlowAdam(model.parameters(), lr=1e-2, warmup=2)
+    opt = FlowAdam(model.parameters(), lr=1e-2, warmup=2, mode="B")
     xs, ys = x.chunk(world)[rank], y.chunk(world)[rank]
     for _ in range(12):
         opt.step(closure_for(model, opt, xs, ys))
@@ -344,7 +345,7 @@ def test_ddp_ranks_agree_with_a_single_process(tmp_path):
     assert r0["evals"] == r1["evals"] and r0["triggers"] == r1["triggers"] > 0
     x, y = _data()
     net = _net()
-    opt = FlowAdam(net.parameters(), lr=1e-2, warmup=2)
+    opt = FlowAdam(net.parameters(), lr=1e-2, warmup=2, mode="B")
     for _ in range(12):
         opt.step(closure_for(net, opt, x, y))
     assert opt.grad_evals == r0["evals"]

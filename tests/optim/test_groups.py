@@ -12,7 +12,7 @@ from tests.optim.conftest import closure_for, tiny_data, tiny_net
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-OPTIMIZERS = {"FlowAdam": lambda ps, **kw: rodflow.FlowAdam(ps, **kw), "VRAdam": lambda ps, **kw: rodflow.VRAdam(ps, **kw)}
+OPTIMIZERS = {"FlowAdam": lambda ps, **kw: rodflow.FlowAdam(ps, **kw, mode="B"), "VRAdam": lambda ps, **kw: rodflow.VRAdam(ps, **kw)}
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
@@ -35,7 +35,7 @@ def test_flowadam_group_at_lr_zero_is_bitwise_frozen_when_the_ode_runs(dtype):
     frozen = list(net[2].parameters())
     before = [p.detach().clone() for p in frozen]
     opt = rodflow.FlowAdam([{"params": net[0].parameters()}, {"params": frozen, "lr": 0.0}], lr=1e-2, warmup=1,
-                           switch_sensitivity=10.0)  # the plateau test always fires: every step after warmup is ODE
+                           switch_sensitivity=10.0, mode="B")  # the plateau test always fires: every step after warmup is ODE
     for _ in range(6):
         opt.step(closure_for(net, opt, x, y))
     assert opt.ode_triggers >= 4
@@ -55,7 +55,7 @@ def test_flowadam_loads_a_torch_adam_checkpoint():
         adam.zero_grad()
         (net(x) - y).square().mean().backward()
         adam.step()
-    opt = rodflow.FlowAdam(net.parameters(), lr=1e-2, warmup=10**6)  # Adam mode: continues torch's run
+    opt = rodflow.FlowAdam(net.parameters(), lr=1e-2, warmup=10**6, mode="B")  # Adam mode: continues torch's run
     opt.load_state_dict(copy.deepcopy(adam.state_dict()))  # load_state_dict may alias the tensors
     twin = tiny_net(4, 6, 2)
     twin.load_state_dict(net.state_dict())
@@ -107,7 +107,7 @@ def test_vradam_one_nan_gradient_element_poisons_only_itself_as_adamw():
 def test_flowadam_keeps_triggering_after_a_nan_closure():
     net = tiny_net(4, 6, 2)
     x, y = tiny_data(4, 2, 32)
-    opt = rodflow.FlowAdam(net.parameters(), lr=1e-2, warmup=1, switch_sensitivity=10.0)
+    opt = rodflow.FlowAdam(net.parameters(), lr=1e-2, warmup=1, switch_sensitivity=10.0, mode="B")
     bad = {"now": False}
 
     def closure():

@@ -21,7 +21,7 @@ def _run(zero, steps=STEPS, seed=0):
     the parameters, the optimizer and the gradients of each step's first closure call (cloned)."""
     x, y = tiny_data(6, 2, 48)
     net = tiny_net(6, 12, 2, seed=seed)
-    opt = FlowAdam(net.parameters(), lr=1e-2, warmup=2)
+    opt = FlowAdam(net.parameters(), lr=1e-2, warmup=2, mode="B")
     seen: list[list[torch.Tensor]] = []
     first = {"now": False}
 
