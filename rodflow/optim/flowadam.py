@@ -46,11 +46,36 @@ your own task):
   it there. A run whose ODE fires on most steps warns once (see ``FlowAdam.step``).
 
 Cost of the statistics: ``‖g‖²`` and ``‖g − g_{t−1}‖²`` (the difference formed elementwise) are
-summed in float64 while g is copied over the stored ``g_{t−1}``, in one pass over g and
-``g_{t−1}`` (:func:`rodflow.optim.reductions.change_terms`: a C loop on the CPU, torch ops
-elsewhere), with no temporary and no host sync. (The cheaper-looking
+read-only reductions over all parameters (:func:`rodflow.optim.reductions.change_sq_sums`: torch's
+foreach ops grouped by device and dtype, float64 across pieces; ``statistics="compile"`` runs them
+through ``torch.compile``), with no host sync. (The cheaper-looking
 ``‖g‖² − 2⟨g, g_{t−1}⟩ + ‖g_{t−1}‖²`` cancels catastrophically in float32: right after an ODE step
 ``c_t`` is ~1e-6·``n_t``, far below its ~3e-4·``n_t`` resolution.)
+
+The previous gradient is kept *by reference* where that is safe: with ``zero_grad()`` (set to
+None) every backward allocates a fresh gradient, so holding last step's tensor costs no copy. A
+parameter's first step copies g and holds g as well; if at the next step the gradient is the same
+tensor or shares its storage (``zero_grad(set_to_none=False)``, gradients accumulated in place, DDP
+bucket views), FlowAdam keeps its own copy of that parameter's gradient from then on (one copy per
+step), else it holds the reference. ``FlowAdam.zero_grad(set_to_none=False)`` copies a held
+reference before zeroing it; a held gradient that turns up again as the new gradient by another
+route (``model.zero_grad(set_to_none=False)`` mid-run) is detected: ``c_t`` then omits that
+parameter once, with a :class:`FlowAdamWarning`, and the copy starts. (A held tensor that is
+written in place after it stopped being ``p.grad`` is not detected.)
+
+``torch.compile``: a compiled ``step`` keeps torch's Adam kernels in its graph (the foreach form,
+capturable, as the compiler wants it; torch marks its functional Adam with
+``_disable_dynamo_if_unsupported`` for the cases it cannot trace). The first closure call, the
+statistics, the decision (the host read), the counters and the ODE branch (solver and closure
+calls) run eagerly by design: ``_decide`` and ``_ode_step`` are wrapped in ``torch._dynamo.disable``.
+A compiled step agrees with the eager one to the float32 rounding of the capturable kernel's bias
+corrections (it forms 1 − β^k from the float32 step tensors).
+
+Trigger rate: after ``warmup``, once :data:`WARN_AFTER` eligible steps have been taken, a run
+where the ODE fired on more than :data:`WARN_RATE` of them warns once (:class:`FlowAdamWarning`): the
+preset likely does not suit the task (``mode="A"`` is the stochastic preset; the counters
+``ode_triggers`` and ``ode_nfe`` say how often and how much the ODE ran). The check compares two
+Python counters: no host sync.
 
 Distributed data parallelism: gradients are all-reduced inside ``backward``, so n_t, c_t, the
 decision and every ODE evaluation are identical on every rank, and each rank makes the same number
@@ -64,6 +89,7 @@ estimate) so that every rank accepts and rejects the same steps.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -75,13 +101,20 @@ from torch.optim.adam import adam as functional_adam
 from ..integrate import METHODS, IntegrationError, integrate
 from ..optimizers.spec import check_betas, check_real
 from .groups import check_group
-from .reductions import change_terms, fusable
+from .reductions import change_sq_sums, check_statistics, fusable
 
-__all__ = ["INJECTIONS", "PRESETS", "FlowAdam"]
+__all__ = ["INJECTIONS", "PRESETS", "WARN_AFTER", "WARN_RATE", "FlowAdam", "FlowAdamWarning"]
 
 #: (switch_sensitivity, curvature_sensitivity, ode_t_scale) by mode.
 PRESETS = {"A": (0.40, 3.0, 2.0), "B": (0.90, 0.1, 0.5)}
 INJECTIONS = ("soft", "hard", "none")
+#: Eligible steps (after ``warmup``) before the trigger rate is checked, and the rate that warns.
+WARN_AFTER, WARN_RATE = 50, 0.5
+
+
+class FlowAdamWarning(UserWarning):
+    """A FlowAdam run that likely does not behave as intended (the ODE fires on most steps, or a
+    stored previous gradient was overwritten in place)."""
 
 
 class FlowAdam(Optimizer):
@@ -100,6 +133,8 @@ class FlowAdam(Optimizer):
         injection: ``"soft"``, ``"hard"`` or ``"none"``.
         beta_stat: decay of the trigger statistics' EMAs.
         fused: use torch's fused Adam kernel in Adam mode (default: where the parameters allow).
+        statistics: ``"foreach"`` (default: torch's eager foreach ops) or ``"compile"``
+            (``torch.compile`` of the trigger statistics).
 
     Counters: ``ode_triggers`` (ODE steps attempted), ``ode_failures`` (solves that fell back to
     Adam), ``grad_evals`` (closure calls, all of them), ``ode_nfe`` (closure calls made by the
@@ -140,6 +175,7 @@ class FlowAdam(Optimizer):
         injection: str = "soft",
         beta_stat: float = 0.9,
         fused: bool | None = None,
+        statistics: str = "foreach",
     ):
         check_real("lr", lr, lo=0.0)
         betas = check_betas(betas)
@@ -167,6 +203,7 @@ class FlowAdam(Optimizer):
         self.beta_stat = check_real("beta_stat", beta_stat, lo=0.0, hi=1.0)
         if fused is not None and not isinstance(fused, bool):
             raise ValueError(f"fused must be True, False or None, got {fused!r}")
+        self.statistics = check_statistics(statistics)
         self.mode, self.warmup, self.ode_method, self.injection = mode, warmup, ode_method, injection
         defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
                     "decoupled_weight_decay": bool(decoupled_weight_decay), "fused": fused}
@@ -176,11 +213,13 @@ class FlowAdam(Optimizer):
                 if p.is_complex():
                     raise ValueError("params: FlowAdam's clipped flow needs real parameters, got a complex one")
         self._reset_globals()
+        self._prev_meta: dict[Tensor, tuple[Any, ...]] = {}
+        self._warned_rate = False
 
     # ------------------------------------------------------------------ global statistics
     #: Settings kept by ``copy.deepcopy`` and pickling (``state_dict`` holds the statistics only).
     _CONFIG = ("switch_sensitivity", "curvature_sensitivity", "ode_t_scale", "ode_tol", "gamma", "momentum_cap",
-               "beta_stat", "mode", "warmup", "ode_method", "injection")
+               "beta_stat", "mode", "warmup", "ode_method", "injection", "statistics")
     #: One value per optimizer (not per parameter): they go into ``state_dict()["flowadam"]``.
     _GLOBALS = ("global_step", "grad_norm_ema", "change_ema", "ode_triggers", "ode_failures", "grad_evals",
                 "ode_nfe")
@@ -204,6 +243,24 @@ class FlowAdam(Optimizer):
         state.update({name: getattr(self, name) for name in self._CONFIG + self._GLOBALS})
         return state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("statistics", "foreach")
+        self.__dict__.setdefault("_warned_rate", False)
+        self._prev_meta = {}  # a copy holds no gradient references of its own: its first step copies
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """``torch.optim.Optimizer.zero_grad``; with ``set_to_none=False`` a gradient held as g_{t−1}
+        by reference is copied first (it is about to be overwritten), and copied every step after."""
+        if not set_to_none:
+            for p, meta in list(self._prev_meta.items()):
+                held = meta[1]
+                if meta[0] == "ref" and p.grad is held and self.state[p].get("prev_grad") is held:
+                    buf = torch.clone(self.state[p]["prev_grad"])
+                    self.state[p]["prev_grad"] = buf
+                    self._prev_meta[p] = ("own", buf)
+        super().zero_grad(set_to_none=set_to_none)
+
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
         sd["flowadam"] = {name: getattr(self, name) for name in self._GLOBALS}
@@ -218,6 +275,7 @@ class FlowAdam(Optimizer):
             if "exp_avg" in st and "prev_grad" not in st:
                 st["prev_grad"] = st["exp_avg"].new_zeros(st["exp_avg"].shape)
         self._reset_globals()
+        self._prev_meta = {}
         if glob is not None:
             for name in self._GLOBALS:
                 value = glob[name]
@@ -230,10 +288,13 @@ class FlowAdam(Optimizer):
         self.grad_evals += 1
         return loss
 
-    def _prepare(self) -> tuple[list[dict[str, Any]], list[Tensor], list[Tensor], list[Tensor]]:
-        """Every trainable parameter with its group, its gradient (zeros if None) and ``g_{t−1}``;
-        creates the state of new parameters."""
-        groups, params, grads, prev = [], [], [], []
+    def _prepare(self) -> tuple[list[dict[str, Any]], list[Tensor], list[Tensor], list[Tensor], list[str]]:
+        """Every trainable parameter with its group, its gradient (zeros if None), the ``g_{t−1}`` to
+        compare it with, and how to keep g afterwards (``"ref"``, ``"own"`` or ``"probe"``, see
+        :meth:`_keep`); creates the state of new parameters."""
+        groups, params, grads, prev, after = [], [], [], [], []
+        meta_of = self._prev_meta
+        overwritten = 0
         for group in self.param_groups:
             fused = group["fused"]
             for p in group["params"]:
@@ -249,11 +310,56 @@ class FlowAdam(Optimizer):
                     st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     st["prev_grad"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    meta_of[p] = ("new", st["prev_grad"])
+                g = p.grad if p.grad is not None else torch.zeros_like(p)
+                old = st["prev_grad"]
+                meta = meta_of.get(p, ("none", None))
+                kind = meta[0] if old is meta[-1] else None
+                if kind == "ref":  # old is last step's gradient: overwritten if the gradient is that tensor again
+                    if old is g:
+                        overwritten += 1
+                        old, kind = g, "own"
+                elif kind == "probe":  # old is our copy; is the gradient's storage reused?
+                    held = meta[1]
+                    reused = held is g or held.untyped_storage().data_ptr() == g.untyped_storage().data_ptr()
+                    kind = "own" if reused else "ref"
+                elif kind != "own":  # new state, or state loaded/copied: copy this step, then decide
+                    kind = "probe"
                 groups.append(group)
                 params.append(p)
-                grads.append(p.grad if p.grad is not None else torch.zeros_like(p))
-                prev.append(st["prev_grad"])
-        return groups, params, grads, prev
+                grads.append(g)
+                prev.append(old)
+                after.append(kind)
+        if overwritten:
+            warnings.warn(f"FlowAdam: the previous gradient of {overwritten} parameter(s) was overwritten in place "
+                          "(zero_grad(set_to_none=False) outside FlowAdam.zero_grad, or gradients written into "
+                          "their old storage); c_t omits them this step and their gradients are copied from now on",
+                          FlowAdamWarning, stacklevel=7)
+        return groups, params, grads, prev, after
+
+    @torch._dynamo.disable
+    def _keep(self, params: list[Tensor], grads: list[Tensor], after: list[str]) -> None:
+        """Store g as the next step's g_{t−1}: by reference (``"ref"``), or copied into a buffer of our
+        own (``"own"``; ``"probe"`` also holds g to see at the next step whether its storage is reused).
+        Runs before the ODE (whose closure calls may overwrite gradients in place)."""
+        meta_of = self._prev_meta
+        bufs, srcs = [], []
+        for p, g, kind in zip(params, grads, after):
+            st = self.state[p]
+            if kind == "ref":
+                st["prev_grad"] = g
+                meta_of[p] = ("ref", g)
+                continue
+            meta = meta_of.get(p)
+            buf = meta[-1] if meta is not None and meta[0] in ("new", "probe", "own") else None
+            if buf is None or buf is g or buf.shape != g.shape or buf.dtype != g.dtype or buf.device != g.device:
+                buf = torch.empty_like(g)
+            bufs.append(buf)
+            srcs.append(g)
+            st["prev_grad"] = buf
+            meta_of[p] = ("probe", g, buf) if kind == "probe" else ("own", buf)
+        if bufs:
+            torch._foreach_copy_(bufs, srcs)
 
     def _adam(self, group: dict[str, Any]) -> None:
         """torch's functional Adam on the group's parameters that have a gradient."""
@@ -261,26 +367,29 @@ class FlowAdam(Optimizer):
         params = [p for p in group["params"] if p.requires_grad and p.grad is not None][::-1]
         if not params:
             return
+        compiling = torch.compiler.is_compiling()
         fused = group["fused"]
-        if fused is None:
-            fused = fusable(params)
+        if fused is None:  # under torch.compile the foreach form, which the compiler fuses itself
+            fused = fusable(params) and not compiling
+        # compiled, torch's foreach Adam needs its capturable form (step counts as tensors in the graph)
+        capturable = compiling and not fused
         states = [self.state[p] for p in params]
-        if fused:
+        if fused or capturable:
             for st, p in zip(states, params):
                 if st["step"].device != p.device:  # a state loaded onto another device
                     st["step"] = st["step"].to(p.device)
         beta1, beta2 = group["betas"]
         functional_adam(params, [p.grad for p in params], [st["exp_avg"] for st in states],
                         [st["exp_avg_sq"] for st in states], [], [st["step"] for st in states],
-                        foreach=not fused, fused=fused, decoupled_weight_decay=group["decoupled_weight_decay"],
+                        foreach=not fused, fused=fused, capturable=capturable,
+                        decoupled_weight_decay=group["decoupled_weight_decay"],
                         amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"],
                         eps=group["eps"], maximize=False)
 
-    @staticmethod
-    def _statistics(grads: list[Tensor], prev: list[Tensor]) -> tuple[Tensor, Tensor]:
+    def _statistics(self, grads: list[Tensor], prev: list[Tensor]) -> tuple[Tensor, Tensor]:
         """``n_t = ‖g‖`` and ``c_t = ‖g − g_{t−1}‖`` (float64, 0-d, on the first parameter's device);
-        leaves ``g`` in ``prev`` (see :func:`rodflow.optim.reductions.change_terms`)."""
-        n_sq, c_sq = change_terms(grads, prev, grads[0].device).sum(dim=0).unbind()
+        reads only (see :func:`rodflow.optim.reductions.change_sq_sums`)."""
+        n_sq, c_sq = change_sq_sums(grads, prev, self.statistics).unbind()
         return n_sq.sqrt(), c_sq.sqrt()
 
     # ------------------------------------------------------------------ the step
@@ -292,11 +401,28 @@ class FlowAdam(Optimizer):
         if closure is None:
             raise ValueError("closure: FlowAdam.step needs a closure that zeroes grads, computes the loss, "
                              "calls backward() and returns the loss")
-        loss = self._evaluate(closure)
-        groups, params, grads, prev = self._prepare()
+        loss, use_ode, groups, params = self._decide(closure)
         if not params:
             return loss
+        if use_ode:
+            use_ode = self._ode_step(closure, groups, params)
+        if not use_ode:  # Adam mode (or a failed solve): the part a compiled step keeps in its graph
+            for group in self.param_groups:
+                self._adam(group)
+        return loss
+
+    @torch._dynamo.disable
+    def _decide(self, closure: Callable[[], Any]) -> tuple[Any, bool, list[dict[str, Any]], list[Tensor]]:
+        """The step's first closure call, the trigger statistics, their EMAs and the decision (with its
+        host synchronisation) and the counters: the loss, whether to run the ODE, the groups and
+        parameters. Runs eagerly under ``torch.compile`` (so the counters are plain Python)."""
+        loss = self._evaluate(closure)
+        groups, params, grads, prev, after = self._prepare()
+        if not params:
+            return loss, False, groups, params
         n_t, c_t = self._statistics(grads, prev)
+        del prev
+        self._keep(params, grads, after)
         if self.grad_norm_ema is None or self.change_ema is None:
             self.grad_norm_ema, self.change_ema = n_t.clone(), c_t.clone()
         else:
@@ -314,18 +440,34 @@ class FlowAdam(Optimizer):
         self.global_step += 1
         if use_ode:
             self.ode_triggers += 1
-            if not self._ode_step(closure, groups, params):
-                self.ode_failures += 1
-                self._evaluate(closure)  # the gradient at the restored θ
-                use_ode = False
-        if not use_ode:
-            for group in self.param_groups:
-                self._adam(group)
-        return loss
+        self._check_trigger_rate()
+        return loss, use_ode, groups, params
 
+    def _check_trigger_rate(self) -> None:
+        """Warn once when the ODE fired on more than ``WARN_RATE`` of the eligible steps (at least
+        ``WARN_AFTER`` of them); two Python counters, no host sync."""
+        eligible = self.global_step - self.warmup - 1
+        if (eligible >= WARN_AFTER and self.ode_triggers > WARN_RATE * eligible
+                and not self._warned_rate):
+            self._warned_rate = True
+            warnings.warn(f"FlowAdam: the ODE ran on {self.ode_triggers} of the {eligible} steps after warmup "
+                          f"(mode={self.mode!r}); each ODE step costs several closure calls (ode_nfe="
+                          f"{self.ode_nfe}). mode='A' is the stochastic preset; see FlowAdam's guidance on "
+                          "when to use which mode", FlowAdamWarning, stacklevel=7)
+
+    @torch._dynamo.disable
     def _ode_step(self, closure: Callable[[], Any], groups: list[dict[str, Any]], params: list[Tensor]) -> bool:
-        """Integrate the clipped, per-group-rate gradient flow and inject momentum; False on failure
-        (θ restored)."""
+        """Integrate the clipped, per-group-rate gradient flow and inject momentum; on failure restore
+        θ, recompute the gradient there (for the Adam step the caller then takes) and return False.
+        Runs eagerly under ``torch.compile``, by design."""
+        if self._solve(closure, groups, params):
+            return True
+        self.ode_failures += 1
+        self._evaluate(closure)  # the gradient at the restored θ
+        return False
+
+    def _solve(self, closure: Callable[[], Any], groups: list[dict[str, Any]], params: list[Tensor]) -> bool:
+        """The ODE solve and the momentum injection; False on failure (θ restored)."""
         start = tuple(p.detach().clone() for p in params)
         rates = [float(g["lr"]) for g in groups]
         decays = [(float(g["weight_decay"]), bool(g["decoupled_weight_decay"])) for g in groups]

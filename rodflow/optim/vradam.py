@@ -27,17 +27,18 @@ velocity factor on the learning rate, with the constant 3 absorbed into β3 and 
 capped at ``1 + α1``. The discrete map and its flows live in
 :class:`rodflow.optimizers.vradam.VRAdamSpec` (registry name ``"vradam"``).
 
-Implementation. ``‖m_t‖²`` is formed *before* the update from read-only reductions,
-``‖m_t‖² = β1²‖m_{t−1}‖² + 2β1(1 − β1)⟨m_{t−1}, g⟩ + (1 − β1)²‖g‖²``, where ``‖m_{t−1}‖²`` is the
-value this identity gave at the previous step (kept per parameter under ``"exp_avg_norm_sq"``, in
-float64), so a step reads g and m once more on top of AdamW
-(:func:`rodflow.optim.reductions.velocity_terms`: one C loop per tensor on the CPU, two dot
-products elsewhere). η_t stays a 0-d tensor on the device and is handed as a tensor learning
+Implementation. ``‖m_t‖²`` is formed *before* the update from the next first moment itself,
+``m_t = m + (1 − β1)(g − m)`` (``torch.lerp``, elementwise, as torch's kernels form it), squared and
+summed per tensor without touching m (:func:`rodflow.optim.reductions.velocity_sq_norms`: torch's
+foreach ops grouped by device and dtype; on the CPU in cache-sized pieces, so a step reads g and m
+once more on top of AdamW; ``statistics="compile"`` runs it through ``torch.compile``). Each
+tensor's last finite ``‖m_t‖²`` is kept under ``"exp_avg_norm_sq"`` (float64): a tensor whose m_t
+holds a NaN contributes that value instead, so one bad element poisons only itself (as in AdamW),
+not the group's rate. η_t stays a 0-d tensor on the device and is handed as a tensor learning
 rate to torch's functional AdamW: the fused kernel (``fused=True``, the default where available) or, with
 ``fused=False``, the foreach kernel (on CUDA in its capturable form, which takes a tensor rate; on
-CPU as a Python float, which costs no device synchronisation). No step reads a value back to
-the host. If ``exp_avg`` is edited by hand, delete ``"exp_avg_norm_sq"`` from that parameter's state
-and it is recomputed.
+CPU as a Python float, one device read). With the fused kernel no step reads a value back to the
+host, and the step compiles with ``torch.compile(fullgraph=True)``.
 
 Global statistic. Under DDP the gradients are averaged before ``step``, so m_t, ‖m_t‖ and η_t
 are identical on every rank. With sharded parameters (FSDP, ZeRO) a rank holds a slice of every
@@ -64,7 +65,7 @@ from torch.optim.adam import adam as functional_adam
 
 from ..optimizers.spec import check_betas, check_real
 from .groups import check_group
-from .reductions import fusable, sq_norms, stack64, velocity_terms
+from .reductions import check_statistics, fusable, sq_norms, velocity_sq_norms
 
 __all__ = ["VRAdam"]
 
@@ -86,6 +87,8 @@ class VRAdam(Optimizer):
         power: the exponent p > 0 of the norm (default 2).
         norm_on: ``"velocity"`` (‖m_t‖, default) or ``"grad"`` (‖g_t‖).
         fused: use torch's fused AdamW kernel; ``None`` (default) uses it where the parameters allow.
+        statistics: ``"foreach"`` (default: torch's eager foreach ops) or ``"compile"``
+            (``torch.compile`` of the velocity norm); a group key like the others.
         process_group: all-reduce the squared norm over this group (sharded parameters only; not
             needed under DDP). It is not part of ``state_dict`` and a copy of the optimizer has none.
 
@@ -110,6 +113,7 @@ class VRAdam(Optimizer):
         power: float = 2.0,
         norm_on: str = "velocity",
         fused: bool | None = None,
+        statistics: str = "foreach",
         process_group: Any = None,
     ):
         if isinstance(lr, Tensor):
@@ -129,8 +133,10 @@ class VRAdam(Optimizer):
             raise ValueError(f"norm_on must be 'velocity' or 'grad', got {norm_on!r}")
         if fused is not None and not isinstance(fused, bool):
             raise ValueError(f"fused must be True, False or None, got {fused!r}")
+        check_statistics(statistics)
         defaults = {"lr": lr, "betas": betas, "beta3": beta3, "alpha1": alpha1, "eps": eps,
-                    "weight_decay": weight_decay, "power": power, "norm_on": norm_on, "fused": fused}
+                    "weight_decay": weight_decay, "power": power, "norm_on": norm_on, "fused": fused,
+                    "statistics": statistics}
         super().__init__(params, defaults)
         if any(p.is_complex() for g in self.param_groups for p in g["params"]):
             raise ValueError("params: VRAdam's velocity norm is defined for real parameters; got a complex one "
@@ -142,6 +148,10 @@ class VRAdam(Optimizer):
         super().add_param_group(param_group)
         check_group(self.param_groups[-1], len(self.param_groups) - 1,
                     {"beta3": (0.0, False), "alpha1": (0.0, False), "power": (0.0, True)})
+        statistics = self.param_groups[-1].get("statistics", "foreach")
+        if statistics not in ("foreach", "compile"):
+            raise ValueError(f"param_groups[{len(self.param_groups) - 1}]['statistics'] must be 'foreach' or "
+                             f"'compile', got {statistics!r}")
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Optimizer.__getstate__ keeps defaults, state and param_groups; a process group cannot
@@ -178,14 +188,11 @@ class VRAdam(Optimizer):
 
     @staticmethod
     def _velocity_sq_norms(beta1: float, exp_avgs: list[Tensor], grads: list[Tensor], prev: list[Tensor],
-                           device: torch.device, one_device: bool) -> Tensor:
-        """Per-tensor ``‖β1 m + (1 − β1) g‖²`` [n_tensors] (float64) from ``prev = ‖m‖²``, without forming m_t."""
-        terms = velocity_terms(exp_avgs, grads, device)  # [n_tensors, 2]: ⟨m, g⟩, ‖g‖²
-        mm = torch.stack(prev) if one_device else stack64(prev, device)  # prev: float64, on its parameter's device
-        coef = torch.tensor([2.0 * beta1 * (1.0 - beta1), (1.0 - beta1) ** 2], dtype=torch.float64, device=device)
-        out = torch.addmv(mm, terms, coef, beta=beta1 * beta1).clamp_min_(0.0)
-        # a tensor whose gradient (or moment) holds a NaN/inf keeps its last finite ‖m‖², so one bad element
-        # poisons only itself (as in AdamW), not the group's rate; no host synchronisation
+                           statistics: str) -> Tensor:
+        """Per-tensor ``‖β1 m + (1 − β1) g‖²`` [n_tensors] (float64), without writing m; a non-finite
+        value is replaced by the tensor's last finite one in ``prev`` (no host synchronisation)."""
+        out = velocity_sq_norms(exp_avgs, grads, 1.0 - beta1, statistics)
+        mm = torch.stack([q.to(out.device) for q in prev])
         return torch.where(torch.isfinite(out), out, mm)
 
     @torch.no_grad()
@@ -200,10 +207,11 @@ class VRAdam(Optimizer):
             if not params:
                 continue
             dev = params[0].device
+            compiling = torch.compiler.is_compiling()
             fused = group["fused"]
-            if fused is None:
-                fused = fusable(params)
-            capturable = not fused and dev.type == "cuda"
+            if fused is None:  # under torch.compile the foreach form, which the compiler fuses (as for torch's Adam)
+                fused = fusable(params) and not compiling
+            capturable = not fused and (dev.type == "cuda" or compiling)
             steps_on_device = fused or capturable
             velocity = group["norm_on"] == "velocity"
             grads, exp_avgs, exp_avg_sqs, steps, prev = [], [], [], [], []
@@ -230,7 +238,7 @@ class VRAdam(Optimizer):
                 steps.append(state["step"])
             beta1, beta2 = group["betas"]
             if velocity:
-                per_tensor = self._velocity_sq_norms(beta1, exp_avgs, grads, prev, dev, one_device)  # [n_tensors]
+                per_tensor = self._velocity_sq_norms(beta1, exp_avgs, grads, prev, group["statistics"])
                 if one_device:
                     torch._foreach_copy_(prev, list(per_tensor.unbind()))
                 else:
@@ -238,7 +246,7 @@ class VRAdam(Optimizer):
                         x.copy_(y)
                 sq = per_tensor.sum()
             else:  # a non-finite gradient tensor adds nothing to the penalty (its own update is AdamW's)
-                sq = torch.nan_to_num(sq_norms(grads, dev), nan=0.0, posinf=0.0).sum()
+                sq = torch.nan_to_num(sq_norms(grads, group["statistics"]), nan=0.0, posinf=0.0).sum()
             if self.process_group is not None:
                 dist.all_reduce(sq, op=dist.ReduceOp.SUM, group=self.process_group)
             eta = self.effective_lr(group, sq)

@@ -1,11 +1,8 @@
-"""The runtime optimizers' reductions run in C on the CPU, or in torch ops where the C loop is off."""
+"""Shared helpers of the runtime optimizers' tests: a tiny seeded net, its data and a closure."""
 
 from __future__ import annotations
 
-import pytest
 import torch
-
-from rodflow.optim import native
 
 
 def tiny_net(inputs: int, hidden: int, outputs: int, dtype: torch.dtype = torch.float64, seed: int = 0):
@@ -30,16 +27,3 @@ def tiny_data(inputs: int, outputs: int, n: int, dtype: torch.dtype = torch.floa
     """``n`` seeded Gaussian regression pairs ``(x, y)``."""
     g = torch.Generator().manual_seed(1)
     return torch.randn(n, inputs, generator=g, dtype=dtype), torch.randn(n, outputs, generator=g, dtype=dtype)
-
-
-@pytest.fixture(params=["native", "torch"])
-def reduction_path(request):
-    """Run the test once with the C reductions and once with torch's (as without a C compiler)."""
-    if request.param == "native":
-        if native.library() is None:
-            pytest.fail(f"the C reductions are unavailable: {native.status()}")
-        yield request.param
-    else:
-        with native.disabled():
-            assert native.library() is None
-            yield request.param

@@ -95,7 +95,7 @@ def test_ode_step_is_the_clipped_gradient_flow(wd, decoupled):
                                     [(3, 100_000), (7,)],  # one tensor over several cache slices (torch ops)
                                     [(8, 16, 3, 3), (64,)]],  # channels_last: not sliceable
                          ids=["small", "sliced", "channels_last"])
-def test_trigger_statistics_are_the_exact_norms_in_float32(shapes, reduction_path):
+def test_trigger_statistics_are_the_exact_norms_in_float32(shapes):
     """n_t = ‖g‖ and c_t = ‖g − g_{t−1}‖ to float32 rounding even when c_t ≪ n_t (no cancellation)."""
     g = torch.Generator().manual_seed(0)
     params = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]
@@ -111,7 +111,6 @@ def test_trigger_statistics_are_the_exact_norms_in_float32(shapes, reduction_pat
         exact_n = math.sqrt(sum(float(a.double().square().sum()) for a in grads))
         n_t, c_t = orig(grads, prev)
         seen.append((float(n_t), float(c_t), exact_n, exact_c))
-        assert all(torch.equal(p, a) for p, a in zip(prev, grads))  # g_{t−1} ← g afterwards
         return n_t, c_t
 
     opt._statistics = spy
@@ -121,9 +120,10 @@ def test_trigger_statistics_are_the_exact_norms_in_float32(shapes, reduction_pat
                 p.grad = b0 * (1 + (-1) ** i * 1e-5 * k)
             return torch.zeros(())
         opt.step(closure)
+        assert all(torch.equal(opt.state[p]["prev_grad"], p.grad) for p in params)  # g_{t−1} ← g afterwards
     for n_t, c_t, exact_n, exact_c in seen:
         assert n_t == pytest.approx(exact_n, rel=1e-6)
-        assert c_t == pytest.approx(exact_c, rel=1e-5)
+        assert c_t == pytest.approx(exact_c, rel=2e-5)  # float32 sums of squares; the expanded form: ~100 %
     assert seen[2][3] / seen[2][2] < 1e-4  # the regime where ‖g‖² − 2⟨g, g'⟩ + ‖g'‖² would be noise
 
 

@@ -131,8 +131,8 @@ def test_flowadam_keeps_triggering_after_a_nan_closure():
         for p, s in zip(net.parameters(), saved):
             p.copy_(s)
     for st in opt.state.values():  # the NaN step poisoned the moments (as in Adam); start them again
-        for key in ("exp_avg", "exp_avg_sq", "prev_grad"):
-            st[key].zero_()
+        for key in ("exp_avg", "exp_avg_sq", "prev_grad"):  # (prev_grad may be a gradient held by reference)
+            st[key] = torch.zeros_like(st[key])
     before = opt.ode_triggers
     for _ in range(3):
         opt.step(closure)

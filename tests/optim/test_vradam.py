@@ -288,7 +288,7 @@ def _quartic_loss(ts):
 
 
 @pytest.mark.parametrize("fused", [True, False])
-def test_groups_power_norm_on_and_missing_gradients_match_the_written_update(fused, reduction_path):
+def test_groups_power_norm_on_and_missing_gradients_match_the_written_update(fused):
     g = torch.Generator().manual_seed(3)
     tensors = [torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(3, 2, generator=g, dtype=torch.float64),
                torch.randn(5, generator=g, dtype=torch.float64)]
@@ -314,7 +314,7 @@ def test_groups_power_norm_on_and_missing_gradients_match_the_written_update(fus
 
 
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float64, 1e-12), (torch.float32, 1e-5)])
-def test_stored_velocity_norm_tracks_the_first_moment(dtype, tol, reduction_path):
+def test_stored_velocity_norm_tracks_the_first_moment(dtype, tol):
     a = _net(dtype)
     opt = VRAdam(a.parameters(), lr=1e-2, beta3=3.0)
     _train(a, opt, 150, dtype=dtype)
