@@ -371,7 +371,7 @@ def _integrate_delay(field: Field, y0: State, t: Tensor, *, delay: float | Mappi
     past.append(f0)
     out: list[State] = [y0]
     y = y0
-    label = f"{delay:g}" if not isinstance(delay, Mapping) else ", ".join(f"{lag:g}" for lag, _ in lags)
+    label = ", ".join(f"{lag:g}" for lag, _ in lags)
     with progress_bar(float(t[-1]) - t0, f"integrate ({method}, delay {label})", progress=progress,
                       unit="t") as bar:
         for n in range(n_last):

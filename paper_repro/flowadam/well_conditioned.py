@@ -40,6 +40,7 @@ from torch import nn  # noqa: E402
 
 import rodflow  # noqa: E402
 from paper_repro.flowadam.protocol import RESULTS, mean_std, write_results  # noqa: E402
+from paper_repro.vradam.image_classification import accuracy, cnn  # noqa: E402
 
 OPTIMIZERS = {"adam": None, "flowadam_A": "A", "flowadam_B": "B"}
 #: task → (learning rate, batch size or None for full batch)
@@ -50,19 +51,12 @@ TASKS: dict[str, tuple[float, int | None]] = {"cnn-fashion": (1e-3, 128), "mlp-d
 def data_and_model(task: str, seed: int, n_train: int) -> tuple[dict[str, torch.Tensor], nn.Module]:
     torch.manual_seed(seed)
     if task == "cnn-fashion":
-        from paper_repro.vradam.image_classification import cnn
-
         x, y = rodflow.problems.fashion_mnist(split="train", n=n_train, seed=0)
         xt, yt = rodflow.problems.fashion_mnist(split="test", n=2000, seed=0)
         return {"x": x, "y": y, "xt": xt, "yt": yt}, cnn()
     x, y = rodflow.problems.digits(n=None, seed=0, dtype=torch.float32)
     net = nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
     return {"x": x[:1000], "y": y[:1000], "xt": x[1000:], "yt": y[1000:]}, net
-
-
-def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    with torch.no_grad():
-        return float((net(x).argmax(1) == y).float().mean())
 
 
 def run(task: str, name: str, seed: int, epochs: int, n_train: int) -> dict[str, Any]:

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from paper_repro.rodflow.fidelity import OPTIMIZERS, case_metrics, tie_tolerance  # noqa: E402
+from paper_repro.rodflow.fidelity import OPTIMIZERS, case_metrics, is_tie  # noqa: E402
 from rodflow.problems.hyperparameters import hyperparameters  # noqa: E402
 
 RESULTS = ROOT / "paper_repro" / "rodflow" / "results"
@@ -53,7 +53,7 @@ def cell(r: dict[str, Any] | None, has_rate: bool = True) -> tuple[str, float]:
     x = m["ratio_pf2"]
     if not math.isfinite(x):
         return "failed", math.nan
-    if abs(1 - x) <= tie_tolerance(m["dev"]):
+    if is_tie(x, m["dev"]):
         return "tie", x
     text = f"{x:.0f}" if x >= 10 else f"{x:.2g}"
     return (f"**{text}**" if x < 5 else text), x
