@@ -289,7 +289,7 @@ def _krylov(op: HessianOperator, k: int, tol: float, max_iter: int, warm: Tensor
     m, _, _ = _orthonormal_rows(x, basis, 0, k, passes=0)
 
     def ritz(y: np.ndarray) -> Tensor:
-        return torch.from_numpy(np.ascontiguousarray(y.T)).to(device=device, dtype=dtype) @ basis[:m]
+        return torch.from_numpy(y.T.copy()).to(device=device, dtype=dtype) @ basis[:m]
 
     expansions, lo, near = 0, 0, 0  # the last block is basis[lo:m]; the first pass reaches back to near
     while True:

@@ -301,6 +301,19 @@ def test_krylov_from_warm_starts_against_the_full_hessian(small_mlp, mlp_hessian
     assert spent[-1] < spent[0], spent  # the warm starts pay
 
 
+def test_krylov_stopping_after_its_first_product():
+    """A warm start at the top eigenvector and a loose tolerance: the residual test passes after the
+    first product, with a one-vector basis (its Ritz vector used to come back with a negative stride)."""
+    eigs = torch.linspace(5.0, 1.0, 50, dtype=torch.float64)
+    prob = rodflow.problems.quadratic(eigs, seed=None)
+    warm = torch.zeros(50, dtype=torch.float64)
+    warm[0] = 1.0
+    res = rodflow.sharpness(prob.loss_fn, prob.theta0, method="krylov", tol=0.1, warm_start=warm)
+    assert res.n_hvp == 1
+    assert abs(res.top - 5.0) <= 0.1 * 5.0
+    assert abs(float(res.eigenvectors[0, 0])) > 0.99
+
+
 def test_krylov_leaves_an_exact_eigenvector_that_is_not_the_top_one():
     """A warm start equal to the third eigenvector (as after the top ones overtake it): the jitter
     and the residual expansion reach the top pair (5 and 5 − 1e-6) at a tight tolerance."""

