@@ -51,6 +51,21 @@ def fresh_grads(params: list[torch.nn.Parameter]) -> Callable[[], None]:
     return swap
 
 
+def plus_read_passes(step: Callable[[], object], a: list[torch.Tensor], b: list[torch.Tensor]) -> Callable[[], object]:
+    """``step()`` followed by one plain read of every tensor in ``a`` and in ``b`` (``torch.dot`` of
+    each with itself, the fastest full read torch offers on the CPU): what a statistics pass over
+    two operands costs at the least when it runs beside the optimizer's kernel instead of inside it."""
+
+    def run() -> object:
+        out = step()
+        for t in (*a, *b):
+            flat = t.view(-1)
+            torch.dot(flat, flat)
+        return out
+
+    return run
+
+
 def median_time(fn: Callable[[], object], repeats: int = 30, warmup: int = 5) -> float:
     """Median wall time of ``fn()`` in seconds."""
     for _ in range(warmup):

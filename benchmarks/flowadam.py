@@ -26,13 +26,14 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import LAYOUTS, fresh_grads, interleaved_medians, table
+from _timing import LAYOUTS, fresh_grads, interleaved_medians, plus_read_passes, table
 
 import rodflow
 
 OFF: dict[str, Any] = {"switch_sensitivity": 0.0, "curvature_sensitivity": math.inf}
 REUSED = "FlowAdam Adam mode, reused gradient (copied)"
 STATS = "trigger statistics alone"
+FLOOR = "Adam(fused) + a plain read of g and g_prev (floor of a separate pass)"
 TARGETS = {"3M in 20 tensors": 1.5, "500 tensors of 1k": 2.0}
 
 
@@ -62,6 +63,10 @@ def step_times(rounds: int, threads: int, layout: str) -> None:
         steps[name] = partial(opt.step, _no_closure) if isinstance(opt, rodflow.FlowAdam) else opt.step
         if name != REUSED:
             setup[name] = fresh_grads(params)
+    params = LAYOUTS[layout]()
+    floor = torch.optim.Adam(params, lr=1e-3, fused=True)
+    steps[FLOOR] = plus_read_passes(floor.step, [p.grad for p in params], [p.grad.clone() for p in params])
+    setup[FLOOR] = fresh_grads(params)
     flow = rodflow.FlowAdam(LAYOUTS[layout](), lr=1e-3, **OFF)
     _, _, grads, prev, _ = flow._prepare()
     steps[STATS] = partial(flow._statistics, grads, [p.clone() for p in prev])

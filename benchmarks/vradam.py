@@ -22,11 +22,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import LAYOUTS, interleaved_medians, table
+from _timing import LAYOUTS, interleaved_medians, plus_read_passes, table
 
 import rodflow
 
 FOREACH, FUSED = "AdamW(foreach=True)", "AdamW(fused=True)"
+FLOOR = "AdamW(fused) + a plain read of m and g (floor of a separate pass)"
 TARGETS = {"3M in 20 tensors": 1.4, "500 tensors of 1k": 2.0}
 
 
@@ -46,7 +47,13 @@ def step_times(rounds: int, threads: int, layout: str, seed: int) -> None:
     torch.set_num_threads(threads)
     # one parameter set per optimizer (same values), so that no optimizer reads another's state
     sets = {name: LAYOUTS[layout](seed=seed) for name in makers()}
-    steps = {name: make(sets[name]).step for name, make in makers().items()}
+    opts = {name: make(sets[name]) for name, make in makers().items()}
+    steps = {name: opt.step for name, opt in opts.items()}
+    floor_set = LAYOUTS[layout](seed=seed)
+    floor = torch.optim.AdamW(floor_set, lr=1e-3, weight_decay=1e-5, fused=True)
+    floor.step()  # creates m
+    steps[FLOOR] = plus_read_passes(floor.step, [floor.state[p]["exp_avg"] for p in floor_set],
+                                    [p.grad for p in floor_set])
     times = interleaved_medians(steps, rounds)
     ps = sets[FOREACH]
     base_f, base_x = times[FOREACH], times[FUSED]
