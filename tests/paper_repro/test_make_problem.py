@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import struct
-
-import numpy as np
 import pytest
 import torch
 
@@ -13,18 +9,6 @@ import rodflow
 from paper_repro.rodflow import fidelity
 from paper_repro.rodflow.tracking import DEFAULT_N, EOS_LRS, make_problem
 from rodflow.tasks import task
-
-
-@pytest.fixture
-def fake_fashion(tmp_path, monkeypatch):
-    """A 40-image Fashion-MNIST stand-in in the IDX layout, where the loader looks first."""
-    rng = np.random.default_rng(0)
-    for name, arr in (("train-images-idx3-ubyte.gz", rng.integers(0, 256, size=(40, 28, 28))),
-                      ("train-labels-idx1-ubyte.gz", rng.integers(0, 10, size=(40,)))):
-        head = bytes([0, 0, 0x08, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
-        with gzip.open(tmp_path / name, "wb") as fh:
-            fh.write(head + arr.astype(np.uint8).tobytes())
-    monkeypatch.setattr(rodflow.problems.data, "FASHION_MNIST_DIRS", (str(tmp_path),))
 
 
 def test_fashion_problem_is_the_cnn_task_with_finite_loss_and_gradient(fake_fashion):

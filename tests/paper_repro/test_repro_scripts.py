@@ -46,7 +46,7 @@ def test_eos_script_on_digits(tmp_path):
 @pytest.mark.parametrize("script", ["paper_repro/flowadam/matrix_completion.py", "paper_repro/vradam/eos.py",
                                     "paper_repro/flowadam/other_tasks.py", "paper_repro/flowadam/recommenders.py",
                                     "paper_repro/flowadam/well_conditioned.py"])
-def test_other_scripts_tiny(tmp_path, script):
+def test_other_scripts_tiny(tmp_path, script, fake_fashion):
     mod = _load(script)
     if script.endswith("matrix_completion.py"):
         args = ["--configs", "0", "--seeds", "42", "--steps", "20", "--variants", "adam", "flowadam",

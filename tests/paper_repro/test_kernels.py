@@ -1,0 +1,56 @@
+"""The delay-kernel analysis against closed forms: Lambert W for one lag, Hayes' stability bound."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.special import lambertw
+
+from paper_repro.rodflow import kernels
+from rodflow.flows.base import DELAY3
+
+
+def test_three_lag_weights_are_the_package_kernel() -> None:
+    np.testing.assert_allclose(kernels.kernel_weights([0.0, 0.5, 1.0]), [DELAY3[t] for t in (0.0, 0.5, 1.0)],
+                               rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("z", [1.2, 3.0, 0.5, 0.95j, 0.949 * np.exp(2.5j)])
+def test_one_lag_rate_is_the_lambert_w_root(z: complex) -> None:
+    """s = ε e^{−s/2} ⇔ (s/2) e^{s/2} = ε/2: s = 2 W₀(ε/2)."""
+    rate = kernels.principal_rate(z, [0.5], [1.0])
+    assert abs(rate - 2 * complex(lambertw((z - 1) / 2, 0))) < 1e-12
+
+
+def test_one_lag_real_stability_bound_is_hayes() -> None:
+    """ẋ = a x(t − ½) is stable exactly for −π < a < 0."""
+    assert kernels.real_stability_bound([0.5], [1.0]) == pytest.approx(-math.pi, abs=1e-6)
+
+
+def test_three_lag_bound_is_where_a_root_crosses() -> None:
+    bound = kernels.real_stability_bound([0.0, 0.5, 1.0], kernels.kernel_weights([0.0, 0.5, 1.0]))
+    assert -2.5 < bound < -2.2  # z ≈ −1.36, far short of the one lag's −2.14
+    lags, w = [0.0, 0.5, 1.0], kernels.kernel_weights([0.0, 0.5, 1.0])
+
+    def root(eps: float) -> complex:  # Newton from the crossing's neighbourhood (Im s ≈ 3)
+        s = complex(0.0, 3.0)
+        for _ in range(200):
+            k = kernels.kernel(s, lags, w)
+            dk = complex(sum(-t * c * np.exp(-s * t) for c, t in zip(w, lags)))
+            s -= (s - eps * k) / (1 - eps * dk)
+        assert abs(s - eps * kernels.kernel(s, lags, w)) < 1e-10
+        return s
+
+    assert root(bound + 0.05).real < 0 < root(bound - 0.05).real
+
+
+def test_weights_validate_order_and_freedom() -> None:
+    with pytest.raises(ValueError, match="order"):
+        kernels.kernel_weights([0.5], order=2)
+    with pytest.raises(ValueError, match="free"):
+        kernels.kernel_weights([0.25, 0.5, 0.75, 1.0], order=3)
+    w = kernels.kernel_weights([0.25, 0.5, 0.75, 1.0], order=3, free=[0.7])
+    tau = np.array([0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose([w.sum(), w @ tau, w @ tau ** 2], [1.0, 0.5, 1 / 6], atol=1e-13)
