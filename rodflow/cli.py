@@ -30,7 +30,7 @@ REPRO: dict[str, tuple[str, str]] = {
     "tracking": ("paper_repro/rodflow/tracking.py", "≈ 30 min"),
     "fidelity": ("paper_repro/rodflow/fidelity.py", "≈ 25 min"),
     "three-flows": ("paper_repro/rodflow/three_flows.py", "≈ 10 min"),
-    "delay-kernels": ("paper_repro/rodflow/kernels.py", "≈ 10 s"),
+    "delay-kernels": ("paper_repro/rodflow/kernels.py", "≈ 15 s"),
     "flowadam-matrix-completion": ("paper_repro/flowadam/matrix_completion.py", "≈ 15 min"),
     "flowadam-other-tasks": ("paper_repro/flowadam/other_tasks.py", "≈ 10 min"),
     "flowadam-recommenders": ("paper_repro/flowadam/recommenders.py", "≈ 20 min"),

@@ -54,3 +54,13 @@ def test_weights_validate_order_and_freedom() -> None:
     w = kernels.kernel_weights([0.25, 0.5, 0.75, 1.0], order=3, free=[0.7])
     tau = np.array([0.25, 0.5, 0.75, 1.0])
     np.testing.assert_allclose([w.sum(), w @ tau, w @ tau ** 2], [1.0, 0.5, 1 / 6], atol=1e-13)
+
+
+def test_best_second_order_kernel_keeps_its_bound_and_beats_the_one_lag_kernel() -> None:
+    """The one-lag kernel is feasible for any bound above 1 − π (weights 0, 1, 0, 0 on lags ¼ … 1), so
+    the optimum is no worse than it, and it respects the bound."""
+    lags = [0.25, 0.5, 0.75, 1.0]
+    w = kernels.best_second_order(-2.0, lags)
+    np.testing.assert_allclose([w.sum(), w @ np.array(lags)], [1.0, 0.5], atol=1e-12)
+    assert 1 + kernels.real_stability_bound(lags, w) <= -2.0 + 2e-3
+    assert kernels.ringing_error(lags, w) <= kernels.ringing_error([0.5], [1.0]) + 1e-9
