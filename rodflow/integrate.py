@@ -31,7 +31,9 @@ each lag a whole number ``k_j ≥ 0`` of steps: a lag ``k_j ≥ 1`` enters throu
 weights on its delayed values as above, a lag 0 (the undelayed value, not yet known) through the
 Adams–Bashforth weights of the same order on ``f_n, f_{n−1}, …`` (``"trapezoid"``: 3/2, −1/2;
 ``"adams3"``: 23/12, −16/12, 5/12; ``"adams4"``: 55/24, −59/24, 37/24, −9/24), so the rule stays
-explicit at one evaluation of ``f`` per step.
+explicit at one evaluation of ``f`` per step. A weight may also be a sequence of weights, one per
+entry of a tuple state (``c_j`` then acts entry by entry: a different kernel for each part of the
+state, e.g. the rod's centre and its alternating part), at the same cost.
 """
 
 from __future__ import annotations
@@ -187,7 +189,7 @@ def integrate(
     clip: float | None = None,
     check_finite: bool = True,
     progress: bool | None = None,
-    delay: float | Mapping[float, float] | None = None,
+    delay: float | Mapping[float, float | tuple[float, ...]] | None = None,
     instant: Field | None = None,
     history: str | Callable[[float], Any] = "tangent",
 ) -> IntegrationResult:
@@ -214,7 +216,8 @@ def integrate(
             ``options={"step_size": h}`` with ``τ/h`` a whole number, default ``h = τ``; every time
             in ``t`` must lie on the grid of ``h``). A mapping ``{τ_j: c_j}`` solves
             ``dy/dt = Σ_j c_j field(t − τ_j, y(t − τ_j)) + instant(t, y(t))`` (lags ≥ 0, at least one
-            positive; default ``h`` the smallest positive lag; see the module docstring).
+            positive; default ``h`` the smallest positive lag; see the module docstring); a weight may be a
+            tuple of weights, one per entry of a tuple state.
         instant: the delay equation's undelayed part (``None``: none; it may return ``None`` where it
             vanishes); only with ``delay``.
         history: the delay equation's past before ``t[0]`` (:data:`HISTORIES`, or a callable
@@ -276,8 +279,9 @@ def integrate(
     return IntegrationResult(ys=ys, t=t, stats=stats)
 
 
-def _add(y: State, *terms: tuple[float, State]) -> State:
-    """``y + Σ c·d`` over ``(c, d)`` in ``terms``, for a tensor or a tuple state."""
+def _add(y: State, *terms: tuple[Weight, State]) -> State:
+    """``y + Σ c·d`` over ``(c, d)`` in ``terms``, for a tensor or a tuple state; a tuple ``c`` weighs a
+    tuple state entry by entry."""
     if isinstance(y, Tensor):
         out = y
         for c, d in terms:
@@ -285,7 +289,10 @@ def _add(y: State, *terms: tuple[float, State]) -> State:
         return out
     parts = list(y)
     for c, d in terms:
-        parts = [a + c * b for a, b in zip(parts, d)]
+        if isinstance(c, tuple):
+            parts = [a + ci * b for a, ci, b in zip(parts, c, d)]
+        else:
+            parts = [a + c * b for a, b in zip(parts, d)]
     return tuple(parts)
 
 
@@ -295,24 +302,34 @@ def _clipped(dy: State, clip: float | None) -> State:
     return dy.clamp(-clip, clip) if isinstance(dy, Tensor) else tuple(d.clamp(-clip, clip) for d in dy)
 
 
-def _lags(delay: Any) -> list[tuple[float, float]]:
-    """``delay`` (a positive number, or a mapping of lags ≥ 0 to weights) as ``[(τ_j, c_j)]``, checked."""
+Weight = float | tuple[float, ...]
+
+
+def _lags(delay: Any) -> list[tuple[float, Weight]]:
+    """``delay`` (a positive number, or a mapping of lags ≥ 0 to weights: numbers, or sequences of numbers
+    of one common length, one per state entry) as ``[(τ_j, c_j)]``, checked."""
     def number(x: Any) -> bool:
         return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
+    def weight(c: Any) -> bool:
+        return number(c) or (isinstance(c, tuple | list) and len(c) > 0 and all(number(x) for x in c))
+
     if isinstance(delay, Mapping):
         items = sorted(delay.items())
-        if not items or not all(number(lag) and lag >= 0 and number(c) for lag, c in items):
+        if not items or not all(number(lag) and lag >= 0 and weight(c) for lag, c in items):
             raise ValueError(f"delay: a mapping of lags ≥ 0 to finite weights was expected, got {delay!r}")
         if items[-1][0] <= 0:
             raise ValueError(f"delay: at least one lag must be positive, got {delay!r}")
-        return [(float(lag), float(c)) for lag, c in items]
+        sizes = {len(c) for _, c in items if not number(c)}
+        if len(sizes) > 1 or (sizes and any(number(c) for _, c in items)):
+            raise ValueError(f"delay: per-entry weights must all have one length, got {delay!r}")
+        return [(float(lag), float(c) if number(c) else tuple(float(x) for x in c)) for lag, c in items]
     if not number(delay) or not delay > 0:
         raise ValueError(f"delay must be a positive number or a mapping of lags to weights, got {delay!r}")
     return [(float(delay), 1.0)]
 
 
-def _integrate_delay(field: Field, y0: State, t: Tensor, *, delay: float | Mapping[float, float], method: str,
+def _integrate_delay(field: Field, y0: State, t: Tensor, *, delay: float | Mapping[float, Weight], method: str,
                      opts: dict[str, Any], max_steps: int, clip: float | None, check_finite: bool,
                      progress: bool | None, instant: Field | None, history: str | Callable[[float], Any],
                      stats: SolverStats) -> IntegrationResult:
@@ -330,7 +347,11 @@ def _integrate_delay(field: Field, y0: State, t: Tensor, *, delay: float | Mappi
         raise ValueError(f"options: the delay rules take step_size and max_num_steps, got {sorted(opts)}")
     if isinstance(h, bool) or not isinstance(h, int | float) or not h > 0:
         raise ValueError(f"options['step_size'] must be a positive number, got {h!r}")
-    kernel = []  # (k_j, c_j): the lags in steps
+    sizes = {len(c) for _, c in lags if isinstance(c, tuple)}
+    if sizes and (isinstance(y0, Tensor) or sizes != {len(y0)}):
+        raise ValueError(f"delay: per-entry weights need a tuple state of {sizes.pop()} entries, got "
+                         f"{'a tensor' if isinstance(y0, Tensor) else f'{len(y0)} entries'}")
+    kernel: list[tuple[int, Weight]] = []  # (k_j, c_j): the lags in steps
     for lag, c in lags:
         k = round(lag / h)
         if abs(k * h - lag) > 1e-9 * max(lag, h) or (lag > 0 and k < 1):
@@ -354,10 +375,13 @@ def _integrate_delay(field: Field, y0: State, t: Tensor, *, delay: float | Mappi
 
     b, b0 = _DELAY_WEIGHTS[method], _UNDELAYED_WEIGHTS[method]
     # the weights on f_{n−d} (past[−1 − d]) of one step: lag k ≥ 1 reads f_{n+1−k−i}, lag 0 reads f_{n−i}
-    weights: list[tuple[int, float]] = []
+    def scaled(c: Weight, bi: float) -> Weight:  # h·c·b_i, entry by entry for per-entry weights
+        return tuple(h * ci * bi for ci in c) if isinstance(c, tuple) else h * c * bi
+
+    weights: list[tuple[int, Weight]] = []
     for k, c in kernel:
-        weights += [(k - 1 + i, h * c * bi) for i, bi in enumerate(b)] if k else [(i, h * c * bi) for i, bi in
-                                                                                  enumerate(b0)]
+        weights += [(k - 1 + i, scaled(c, bi)) for i, bi in enumerate(b)] if k else [
+            (i, scaled(c, bi)) for i, bi in enumerate(b0)]
     depth = max(d for d, _ in weights) + 1  # f at the nodes n + 1 − depth … n
     f0 = f(t0, y0)
 

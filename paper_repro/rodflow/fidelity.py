@@ -63,6 +63,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "rod2_a4_h2": ("rod", {}),  # the fourth-order Adams rule (the default) at a step of 1/2
     "stable2d": ("stable", {"order": 2, "form": "delay"}),
     "rod3": ("rod", {"order": 3}),  # the three-lag delay form (third-order modified equation)
+    "rod2a3": ("rod", {"alternating_order": 3}),  # the centre at order 2, (Δ, μ) by the three-lag kernel
+    "rod3a2": ("rod", {"order": 3, "alternating_order": 2}),  # the centre at order 3, (Δ, μ) by one lag
     "stable3": ("stable", {"order": 3, "form": "delay"}),
     "rod3_fine": ("rod", {"order": 3}),  # the same at a step of 1/16 (STEPS)
     "rod2_lookbehind": ("rod", {"form": "look_behind"}),  # the previous default (limiter "truncate")

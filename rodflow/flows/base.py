@@ -248,6 +248,11 @@ class Flow(ABC):
         self.grad = gradient(loss_fn)
         self.nfe_grad = 0
 
+    def kernel(self) -> float | dict[float, Any]:
+        """The delay form's lags and weights (``integrate``'s ``delay``): :data:`DELAY` at order 2,
+        :data:`DELAY3` at order 3."""
+        return DELAY if self.order == 2 else DELAY3
+
     # ------------------------------------------------------------------ layout
     @property
     @abstractmethod
@@ -442,9 +447,8 @@ class Flow(ABC):
                 raise ValueError(f"method: form='delay' is a delay equation, solved by {', '.join(DELAY_METHODS)}; "
                                  f"got {method!r} (form='look_behind' is the second-order ODE)")
             options = {"step_size": DELAY_STEP, **(options or {})}
-            res = integrate(self.delayed, y0, t, method=method, options=options,
-                            delay=DELAY if self.order == 2 else DELAY3, instant=self.instant, history="tangent",
-                            progress=progress)
+            res = integrate(self.delayed, y0, t, method=method, options=options, delay=self.kernel(),
+                            instant=self.instant, history="tangent", progress=progress)
         else:
             method = method or "dopri5"
             res = integrate(self.field, y0, t, method=method, rtol=rtol, atol=self._atol(atol, y0), options=options,

@@ -50,6 +50,9 @@ step). ``form="look_behind"`` is the ODE ``F(t − ½, Z − ½F(t, Z))``, the m
 ``F − ½(∂_tF + F′F)`` (rate ``ε − ε²/2``, negative past ε = 2), with ``limiter="truncate"`` (its
 default; ``None`` switches it off), which keeps the correction ``C = F₂ − F`` of each state entry
 while ``‖C‖ ≤ ‖F‖`` and scales it by ``‖F‖²/‖C‖²`` beyond (see ``docs/flows.md`` §6, §6b).
+``alternating_order=3`` (delay form) gives the alternating part (Δ, μ) the three-lag kernel and
+leaves the centre (W, M, N) at ``order``'s: one F per step still, each entry weighted by its own
+kernel (``docs/flows.md`` §6d).
 
 **Initial state.** ``init="7pt"`` fits W, Δ (and M, μ) with the seven-point binomial filter,
 which cancels the drift up to degree 5 (``init="3pt"``, the three-point fit, counts the drift's
@@ -87,7 +90,7 @@ from ..derivatives import LossFn
 from ..optimizers.spec import OptimizerSpec
 from ..sharpness import HessianOperator
 from ..trajectory import Trajectory
-from .base import Flow, Y, _seven_point, _three_point
+from .base import DELAY, DELAY3, Flow, Y, _seven_point, _three_point
 from .parts import RodGradients, RodState, pack, rod_gradients, rod_increment, rod_moments, rod_step_sizes, unpack
 
 __all__ = ["INITS", "ROUNDOFF", "RodFlow", "rod_flow"]
@@ -122,8 +125,15 @@ class RodFlow(Flow):
 
     def __init__(self, spec: OptimizerSpec, loss_fn: LossFn, *, rate: str = "step", order: int = 2,
                  init: str = "7pt", floor: float | str | None = "roundoff", floor_rate: float | None = None,
-                 limiter: str | None = "truncate", noise: float | Tensor | None = None, form: str = "delay"):
+                 limiter: str | None = "truncate", noise: float | Tensor | None = None, form: str = "delay",
+                 alternating_order: int | None = None):
         super().__init__(spec, loss_fn, rate=rate, order=order, limiter=limiter, noise=noise, form=form)
+        if alternating_order is not None and (isinstance(alternating_order, bool) or alternating_order not in (2, 3)):
+            raise ValueError(f"alternating_order must be None, 2 or 3, got {alternating_order!r}")
+        if alternating_order is not None and alternating_order != self.order and self.form != "delay":
+            raise ValueError("alternating_order: a kernel of its own for (Δ, μ) exists in the delay form only "
+                             "(form='delay', order 2 or 3)")
+        self.alternating_order = self.order if alternating_order is None else int(alternating_order)
         if floor_rate is None:
             floor_rate = 4.5 * min(self.order, 2)
         if floor != "roundoff" and floor is not None and not (
@@ -145,6 +155,16 @@ class RodFlow(Flow):
         if self.spec.beta2 is not None:
             out.append("N")
         return tuple(out)
+
+    def kernel(self) -> float | dict[float, Any]:
+        """The delay kernel; with ``alternating_order`` ≠ ``order`` one weight per state entry: the centre
+        (W, M, N) by ``order``'s kernel, the alternating part (Δ, μ) by ``alternating_order``'s."""
+        if self.alternating_order == self.order:
+            return super().kernel()
+        kernels = {2: {DELAY: 1.0}, 3: DELAY3}
+        centre, alternating = kernels[self.order], kernels[self.alternating_order]
+        return {lag: tuple((alternating if name in ("Delta", "mu") else centre).get(lag, 0.0) for name in self.names)
+                for lag in sorted({*centre, *alternating})}
 
     def state(self, y: Y) -> RodState:
         """The typed state of solver tuple ``y``."""
@@ -262,20 +282,24 @@ class RodFlow(Flow):
         return tuple(atol * scale if name in small else atol for name in self.names)
 
     def _extra_config(self) -> dict[str, Any]:
-        return {"init": self.init, "floor": self.floor, "floor_rate": self.floor_rate}
+        return {"init": self.init, "floor": self.floor, "floor_rate": self.floor_rate,
+                "alternating_order": self.alternating_order}
 
 
 def rod_flow(spec: OptimizerSpec, loss_fn: LossFn, *, order: int = 2, init: str = "7pt",
              floor: float | str | None = "roundoff", floor_rate: float | None = None, rate: str = "step",
-             limiter: str | None = "truncate", noise: float | Tensor | None = None, form: str = "delay") -> RodFlow:
+             limiter: str | None = "truncate", noise: float | Tensor | None = None, form: str = "delay",
+             alternating_order: int | None = None) -> RodFlow:
     """The rod flow of optimizer ``spec`` on ``loss_fn`` (see :class:`RodFlow`).
 
     Defaults: second order in the delay form (``form="delay"``, solved by the fourth-order Adams rule;
     ``form="look_behind"`` is the ODE, with its correction truncated where it outgrows the
     first-order field, ``limiter="truncate"``), the seven-point initial fit and the roundoff floor.
     ``order=1, init="3pt", floor=1e-10`` is the first-order rod of the first release.
+    ``alternating_order`` (delay form; default ``order``): the kernel of the alternating part (Δ, μ), 2 (one
+    lag) or 3 (three lags), the centre keeping ``order``'s (``docs/flows.md`` §6d).
     ``noise``: the gradient-noise variance σ² (see :func:`~rodflow.flows.stable.stable_flow`);
     ``N⁺ = β₂N + (1 − β₂)(½[sq(g₊) + sq(g₋)] + E[sq(z)])``.
     """
     return RodFlow(spec, loss_fn, rate=rate, order=order, init=init, floor=floor, floor_rate=floor_rate,
-                   limiter=limiter, noise=noise, form=form)
+                   limiter=limiter, noise=noise, form=form, alternating_order=alternating_order)

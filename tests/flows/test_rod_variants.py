@@ -126,7 +126,7 @@ def _delay_root(e: float) -> float:
     return scipy.optimize.brentq(lambda s: s - e * math.exp(-s / 2), 0.0, e)
 
 
-def _delay_form_top_mode(name: str, order: int) -> tuple[float, float, float]:
+def _delay_form_top_mode(name: str, order: int, alternating_order: int | None = None) -> tuple[float, float, float]:
     """``(ε, measured rate, ln z)`` of the linearised delay-form rod of ``order`` along the top eigenvector of
     the exact one-step map (multiplier z = 1 + ε), by solving the rod itself from a small Δ."""
     spec, h, n = _setup(name, 1.05)
@@ -135,12 +135,14 @@ def _delay_form_top_mode(name: str, order: int) -> tuple[float, float, float]:
     i = int(np.argmax(z.real))
     v = torch.tensor(vecs[:, i].real, dtype=torch.float64)
     x = 1e-6 * v / torch.linalg.vector_norm(v)
-    flow = rodflow.rod_flow(spec, lambda th: 0.5 * th @ h @ th, floor=None, order=order)
+    flow = rodflow.rod_flow(spec, lambda th: 0.5 * th @ h @ th, floor=None, order=order,
+                            alternating_order=alternating_order)
     has_m = spec.has_momentum
     zero = torch.zeros(D, dtype=torch.float64)
     y0 = pack(RodState(W=zero, Delta=x[:D], M=zero if has_m else None, mu=x[D:] if has_m else None, N=n))
     times = torch.tensor([T, T + 6.0, T + 12.0], dtype=torch.float64)
-    delay, method = (0.5, "trapezoid") if order == 2 else (DELAY3, "adams4")
+    delay = flow.kernel()
+    method = "trapezoid" if delay == 0.5 else "adams4"
     res = rodflow.integrate(flow.delayed, y0, times, delay=delay, method=method, options={"step_size": 1 / 32})
     size = [float(torch.linalg.vector_norm(torch.cat([res.ys[1][j], res.ys[3][j]]) if has_m else res.ys[1][j]))
             for j in (1, 2)]
@@ -174,6 +176,55 @@ def test_three_lag_form_grows_the_top_mode_at_the_log_of_its_multiplier_to_third
     assert rate == pytest.approx(_three_lag_root(e), rel=1e-6)
     assert abs(rate - exact) <= 2e-3 * e**4  # measured: (1.6–3.4)e-4 · ε⁴ at ε = 0.1–0.48
     assert abs(rate - exact) < 0.02 * abs(_delay_root(e) - exact)  # 100× closer than the one-lag delay form
+
+
+@pytest.mark.parametrize("name", rodflow.OPTIMIZERS)
+def test_alternating_order_3_grows_the_top_mode_at_the_three_lag_rate(name):
+    """``order=2, alternating_order=3``: the alternating part (Δ, μ), where the top mode lives, takes the
+    three-lag kernel (its rate ``ln z + O(ε⁴)``), whatever the centre's kernel."""
+    e, rate, exact = _delay_form_top_mode(name, 2, alternating_order=3)
+    assert rate == pytest.approx(_three_lag_root(e), rel=1e-6)
+    assert abs(rate - exact) < 0.02 * abs(_delay_root(e) - exact)
+
+
+@pytest.mark.parametrize(("order", "alternating"), [(2, 3), (3, 2)])
+def test_each_part_of_the_rod_decays_at_its_own_kernel_rate(order, alternating):
+    """GD on a quadratic, W along an eigenvector with multiplier z = 1 − ηλ = 0.9 and Δ along one with
+    multiplier −(1 − ηλ) = −0.8 of the rod map: ‖W‖ decays at the root of ``s = (z − 1)K(s)`` of the
+    centre's kernel and ‖Δ‖ at that of the alternating part's (scipy's brentq on each characteristic
+    equation); the two kernels' roots differ by ≈ 1.5e-5 and 1e-4, far above the solver's error."""
+    spec = rodflow.optimizer("gd", lr=0.1)
+    h = torch.diag(torch.tensor([1.0, 18.0], dtype=torch.float64))  # ηλ = 0.1 and 1.8
+    flow = rodflow.rod_flow(spec, lambda th: 0.5 * th @ h @ th, floor=None, order=order, alternating_order=alternating)
+    y0 = (torch.tensor([1e-3, 0.0], dtype=torch.float64), torch.tensor([0.0, 1e-3], dtype=torch.float64))
+    times = torch.tensor([0.0, 6.0, 12.0], dtype=torch.float64)
+    res = rodflow.integrate(flow.delayed, y0, times, delay=flow.kernel(), method="adams4",
+                            options={"step_size": 1 / 32})
+    kernels = {2: {0.5: 1.0}, 3: DELAY3}
+
+    def root(eps: float, order: int) -> float:
+        return scipy.optimize.brentq(
+            lambda s: s - eps * sum(c * math.exp(-s * lag) for lag, c in kernels[order].items()), 3 * eps, 0.0)
+
+    for j, (eps, kernel_order) in enumerate(((-0.1, order), (-0.2, alternating))):
+        size = [float(torch.linalg.vector_norm(res.ys[j][i])) for i in (1, 2)]
+        rate = math.log(size[1] / size[0]) / 6.0
+        assert rate == pytest.approx(root(eps, kernel_order), rel=1e-6)
+        assert abs(rate - root(eps, 5 - kernel_order)) > 10 * abs(rate - root(eps, kernel_order))
+
+
+def test_alternating_order_is_checked():
+    spec = rodflow.optimizer("gd", lr=0.1)
+    loss = lambda th: 0.5 * th @ th  # noqa: E731
+    for bad in (1, 4, True, "3"):
+        with pytest.raises(ValueError, match="alternating_order"):
+            rodflow.rod_flow(spec, loss, alternating_order=bad)
+    with pytest.raises(ValueError, match=r"alternating_order.*delay form"):
+        rodflow.rod_flow(spec, loss, form="look_behind", alternating_order=3)
+    assert rodflow.rod_flow(spec, loss, form="look_behind", alternating_order=2).alternating_order == 2
+    assert rodflow.rod_flow(spec, loss).kernel() == 0.5  # the default: one kernel for the whole state
+    mixed = rodflow.rod_flow(spec, loss, alternating_order=3).kernel()
+    assert mixed == {0.0: (0.0, DELAY3[0.0]), 0.5: (1.0, DELAY3[0.5]), 1.0: (0.0, DELAY3[1.0])}
 
 
 @pytest.mark.parametrize("limiter", ["truncate", "truncate_relative"])
