@@ -94,7 +94,11 @@ def run_one(name: str, hp: dict[str, Any], prob: Any, steps: int, sharpness_ever
                 sol = flow.solve(traj, start=start, **how)
             except rodflow.IntegrationError as err:  # e.g. a stable flow too stiff beyond its edge
                 out[f"failed_{kind}_{tag}"] = f"{err} after {err.stats.nfe} field evaluations"
-                continue
+                if kind != "stable":
+                    continue
+                # the second-order stable flow in its delay form (fixed steps, never too stiff; docs/flows.md §6b)
+                sol = rodflow.stable_flow(spec, prob.loss_fn, order=2, form="delay").solve(traj, start=start)
+                out[f"fallback_{kind}_{tag}"] = "delay form"
             out[f"seconds_{kind}_{tag}"] = time.perf_counter() - t0
             out[f"{kind}_{tag}"] = sol
             out[f"cmp_{kind}_{tag}"] = rodflow.compare(traj, sol, threshold=onset * spec.threshold)
@@ -117,7 +121,9 @@ def rows_of(res: dict[str, Any]) -> list[dict[str, str]]:
         s = res[f"cmp_stable_{tag}"].summary() if f"cmp_stable_{tag}" in res else failed
         r = res[f"cmp_rod_{tag}"].summary() if f"cmp_rod_{tag}" in res else failed
         rod = res.get(f"rod_{tag}")
-        note = "; ".join(f"{kind} flow failed" for kind in ("stable", "rod") if f"failed_{kind}_{tag}" in res)
+        note = "; ".join(f"{kind} flow failed" + (f" (its {res[f'fallback_{kind}_{tag}']} instead)"
+                                                   if f"fallback_{kind}_{tag}" in res else "")
+                         for kind in ("stable", "rod") if f"failed_{kind}_{tag}" in res)
         rows.append({"optimizer": res["name"], "lr": f"{res['spec'].lr:g}", "k*": str(res["k_star"]),
                      "start": str(start),
                      "stable pre": f(s["pre_eos_mean_distance"]), "rod pre": f(r["pre_eos_mean_distance"]),

@@ -64,3 +64,17 @@ def test_best_second_order_kernel_keeps_its_bound_and_beats_the_one_lag_kernel()
     np.testing.assert_allclose([w.sum(), w @ np.array(lags)], [1.0, 0.5], atol=1e-12)
     assert 1 + kernels.real_stability_bound(lags, w) <= -2.0 + 2e-3
     assert kernels.ringing_error(lags, w) <= kernels.ringing_error([0.5], [1.0]) + 1e-9
+
+
+@pytest.mark.parametrize(("method", "threshold"), [("heavy_ball", 3.8), ("nesterov", 3.8 / 2.8)])
+def test_momentum_multipliers_reach_minus_one_at_the_optimizers_threshold(method: str, threshold: float) -> None:
+    """The thresholds 2(1 + β) and (2 + 2β)/(1 + 2β) at β = 0.9, the package's own spec."""
+    import rodflow
+
+    spec = rodflow.optimizer(method, lr=1.0, momentum=0.9)
+    assert spec.threshold == pytest.approx(threshold, rel=1e-12)
+    z = kernels.momentum_multipliers(method, threshold)
+    assert np.min(np.abs(z + 1)) < 1e-7
+    assert np.all(np.abs(kernels.momentum_multipliers(method, 0.99 * threshold)) < 1)
+    errs = kernels.alternating_rate_errors(method, n=12)
+    assert all(e3 < e1 for _, e1, e3 in errs)
