@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: ``rodflow repro NAME``: script, expected CPU time at its default settings (one thread, measured here)
 REPRO: dict[str, tuple[str, str]] = {
     "eos": ("paper_repro/eos/sharpness.py", "≈ 10 min"),
-    "tracking": ("paper_repro/rodflow/tracking.py", "≈ 30 min"),
+    "tracking": ("paper_repro/rodflow/tracking.py", "hours (≈ 3 h with --data digits: the look-behind stable flows)"),
     "fidelity": ("paper_repro/rodflow/fidelity.py", "≈ 25 min"),
     "three-flows": ("paper_repro/rodflow/three_flows.py", "≈ 10 min"),
     "delay-kernels": ("paper_repro/rodflow/kernels.py", "≈ 15 s"),
