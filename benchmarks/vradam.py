@@ -47,8 +47,7 @@ def step_times(rounds: int, threads: int, layout: str, seed: int) -> None:
     torch.set_num_threads(threads)
     # one parameter set per optimizer (same values), so that no optimizer reads another's state
     sets = {name: LAYOUTS[layout](seed=seed) for name in makers()}
-    opts = {name: make(sets[name]) for name, make in makers().items()}
-    steps = {name: opt.step for name, opt in opts.items()}
+    steps = {name: make(sets[name]).step for name, make in makers().items()}
     floor_set = LAYOUTS[layout](seed=seed)
     floor = torch.optim.AdamW(floor_set, lr=1e-3, weight_decay=1e-5, fused=True)
     floor.step()  # creates m

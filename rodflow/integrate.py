@@ -55,6 +55,8 @@ __all__ = ["DELAY_METHODS", "FIXED_STEP_METHODS", "HISTORIES", "METHODS", "Integ
            "integrate"]
 
 State = Tensor | tuple[Tensor, ...]
+#: A delay weight: one number, or one per entry of a tuple state.
+Weight = float | tuple[float, ...]
 Field = Callable[[Tensor, Any], Any]
 
 # torchdiffeq's own solver table; "scipy_solver" is left out (it leaves torch, so no tuple states
@@ -300,9 +302,6 @@ def _clipped(dy: State, clip: float | None) -> State:
     if clip is None:
         return dy
     return dy.clamp(-clip, clip) if isinstance(dy, Tensor) else tuple(d.clamp(-clip, clip) for d in dy)
-
-
-Weight = float | tuple[float, ...]
 
 
 def _lags(delay: Any) -> list[tuple[float, Weight]]:

@@ -71,19 +71,28 @@ def kernel(s: complex, lags: Sequence[float], weights: Sequence[float]) -> compl
     return complex(sum(c * np.exp(-s * t) for c, t in zip(weights, lags)))
 
 
+def newton_root(eps: complex, start: complex, lags: Sequence[float], weights: Sequence[float],
+                iterations: int = 100) -> complex | None:
+    """A root of ``s = ε K(s)`` by Newton's method from ``start`` (``None`` if the step has not fallen
+    below 1e-14 within ``iterations``)."""
+    s = complex(start)
+    for _ in range(iterations):
+        k = kernel(s, lags, weights)
+        dk = complex(sum(-t * c * np.exp(-s * t) for c, t in zip(weights, lags)))
+        step = (s - eps * k) / (1 - eps * dk)
+        s -= step
+        if abs(step) < 1e-14:
+            return s
+    return None
+
+
 def principal_rate(z: complex, lags: Sequence[float], weights: Sequence[float]) -> complex:
     """The root of ``s = (z − 1) K(s)`` that Newton reaches from ``ln z`` (from ``ln z + 0.5i`` where the
     kernel has no real root near a real ``ln z``, e.g. one lag at small positive z)."""
-    eps = z - 1
-    for start in (complex(np.log(complex(z))), complex(np.log(complex(z))) + 0.5j):
-        s = start
-        for _ in range(100):
-            k = kernel(s, lags, weights)
-            dk = complex(sum(-t * c * np.exp(-s * t) for c, t in zip(weights, lags)))
-            step = (s - eps * k) / (1 - eps * dk)
-            s -= step
-            if abs(step) < 1e-14:
-                return s
+    log = complex(np.log(complex(z)))
+    for start in (log, log + 0.5j):
+        if (s := newton_root(z - 1, start, lags, weights)) is not None:
+            return s
     raise RuntimeError(f"no convergence from ln z for z = {z}")
 
 

@@ -35,7 +35,7 @@ from ..optimizers.spec import OptimizerSpec
 from ..trajectory import PhaseSeries, Trajectory
 from .parts import as_float, look_behind
 
-__all__ = ["DELAY3", "FORMS", "LIMITERS", "ORDERS", "RATES", "TRANSIENT_STEPS", "Flow", "FlowSolution", "TransientWarning",
+__all__ = ["DELAY3", "FORMS", "KERNELS", "LIMITERS", "ORDERS", "RATES", "TRANSIENT_STEPS", "Flow", "FlowSolution", "TransientWarning",
            "check_noise"]
 
 #: Relaxation rates of the moments' centres: ``Ṁ = κ(M⁺ − M)`` with κ = 1 (``"step"``: the flow's
@@ -54,6 +54,8 @@ DELAY = 0.5
 #: ``s/(e^s − 1) = 1 − s/2 + s²/12 + 0·s³ + …`` through s³, so a mode the map multiplies by z grows
 #: at ``ln z + O(ε⁴)`` and the nonlinear modified equation holds to third order (``docs/flows.md`` §6c).
 DELAY3 = {0.0: -1 / 6, 0.5: 4 / 3, 1.0: -1 / 6}
+#: The delay form's kernel of each order as a mapping of lags to weights (order 2: :data:`DELAY` alone).
+KERNELS: dict[int, dict[float, float]] = {2: {DELAY: 1.0}, 3: DELAY3}
 #: The default rule and step of ``form="delay"``: the fourth-order Adams rule at a quarter step,
 #: four evaluations of F per step (8 gradients per step for the rod). Chosen on digits seed 1
 #: (``results/fidelity_adams_digits_seed1.md``): its EoS-window distance to the iterates was within

@@ -90,7 +90,7 @@ from ..derivatives import LossFn
 from ..optimizers.spec import OptimizerSpec
 from ..sharpness import HessianOperator
 from ..trajectory import Trajectory
-from .base import DELAY, DELAY3, Flow, Y, _seven_point, _three_point
+from .base import KERNELS, Flow, Y, _seven_point, _three_point
 from .parts import RodGradients, RodState, pack, rod_gradients, rod_increment, rod_moments, rod_step_sizes, unpack
 
 __all__ = ["INITS", "ROUNDOFF", "RodFlow", "rod_flow"]
@@ -161,8 +161,7 @@ class RodFlow(Flow):
         (W, M, N) by ``order``'s kernel, the alternating part (Δ, μ) by ``alternating_order``'s."""
         if self.alternating_order == self.order:
             return super().kernel()
-        kernels = {2: {DELAY: 1.0}, 3: DELAY3}
-        centre, alternating = kernels[self.order], kernels[self.alternating_order]
+        centre, alternating = KERNELS[self.order], KERNELS[self.alternating_order]
         return {lag: tuple((alternating if name in ("Delta", "mu") else centre).get(lag, 0.0) for name in self.names)
                 for lag in sorted({*centre, *alternating})}
 

@@ -35,12 +35,8 @@ def test_three_lag_bound_is_where_a_root_crosses() -> None:
     lags, w = [0.0, 0.5, 1.0], kernels.kernel_weights([0.0, 0.5, 1.0])
 
     def root(eps: float) -> complex:  # Newton from the crossing's neighbourhood (Im s ≈ 3)
-        s = complex(0.0, 3.0)
-        for _ in range(200):
-            k = kernels.kernel(s, lags, w)
-            dk = complex(sum(-t * c * np.exp(-s * t) for c, t in zip(w, lags)))
-            s -= (s - eps * k) / (1 - eps * dk)
-        assert abs(s - eps * kernels.kernel(s, lags, w)) < 1e-10
+        s = kernels.newton_root(eps, 3j, lags, w, iterations=200)
+        assert s is not None and abs(s - eps * kernels.kernel(s, lags, w)) < 1e-10
         return s
 
     assert root(bound + 0.05).real < 0 < root(bound - 0.05).real
