@@ -65,7 +65,7 @@ from rodflow.trajectory import Trajectory  # noqa: E402
 HALF = {1: 3, 2: 3, 4: 4}
 DEGREES = {1: {"0": 6, "pi": 0, "c": 0}, 2: {"0": 4, "pi": 1, "c": 0}, 4: {"0": 4, "pi": 1, "c": 0}}
 #: The variants of the sweep: the package's flows and the N-phase flows.
-VARIANTS = ("stable2d", "stable3", "rod2", "rod3", "phase2", "phase4")
+VARIANTS = ("stable2d", "stable3", "rod2", "rod3", "phase2", "phase4", "phase4o3")
 
 
 def _carriers(n_phase: int) -> list[tuple[str, float]]:
@@ -191,8 +191,9 @@ def rate_errors(beta: float = 0.9, xs: tuple[float, ...] = (0.2, 0.5, 1.0, 1.5, 
 def make_flow(tag: str, spec: OptimizerSpec, loss_fn: LossFn) -> Flow:
     import rodflow
 
-    if tag.startswith("phase"):
-        return PhaseFlow(spec, loss_fn, n_phase=int(tag[5:]))
+    if tag.startswith("phase"):  # phaseN, phaseNo3 (the three-lag kernel)
+        n, _, order = tag[5:].partition("o")
+        return PhaseFlow(spec, loss_fn, n_phase=int(n), order=int(order or 2))
     kind, order = tag[:-2] if tag.endswith("2d") else tag[:-1], int(tag.rstrip("d")[-1])
     if kind == "stable":
         return rodflow.stable_flow(spec, loss_fn, order=order, form="delay")
