@@ -31,6 +31,7 @@ REPRO: dict[str, tuple[str, str]] = {
     "fidelity": ("paper_repro/rodflow/fidelity.py", "≈ 25 min"),
     "three-flows": ("paper_repro/rodflow/three_flows.py", "≈ 10 min"),
     "delay-kernels": ("paper_repro/rodflow/kernels.py", "≈ 15 s"),
+    "bursts": ("paper_repro/rodflow/bursts.py", "≈ 1 min (MNIST-5k seed 3, heavy ball)"),
     "phases": ("paper_repro/rodflow/phases.py", "≈ 10 min (MNIST-5k seed 3; --data digits --seeds 1: ≈ 1 min)"),
     "flowadam-matrix-completion": ("paper_repro/flowadam/matrix_completion.py", "≈ 15 min"),
     "flowadam-other-tasks": ("paper_repro/flowadam/other_tasks.py", "≈ 10 min"),

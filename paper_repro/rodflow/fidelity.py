@@ -97,14 +97,12 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def run_case(data: str, seed: int, name: str, hp: dict[str, Any], n: int, width: int, steps: int,
-             sharpness_every: int, lead: int, method: str, rtol: float, atol: float,
-             variants: list[str], start: int | None = None) -> dict[str, Any]:
-    """One case: iterates, k*, then every variant from ``max(k* − lead, first)`` (or from ``start``);
-    a JSON-able row."""
+def setup_case(data: str, seed: int, name: str, hp: dict[str, Any], n: int, width: int, steps: int,
+               sharpness_every: int, lead: int, start: int | None = None, first: int = 1) -> tuple[Any, ...]:
+    """The problem, spec and iterates of one case, the onset k* of sustained EoS and the flows' start:
+    ``max(k* − lead, first)`` (adaptive methods never before :data:`FIRST_START`), or ``start`` checked.
+    Returns ``(problem, spec, trajectory, k_star, start, seconds of the iterates)``."""
     _one_thread()
-    import torch
-
     import rodflow
     from paper_repro.rodflow.tracking import make_problem
     from rodflow.compare import eos_onset
@@ -116,11 +114,25 @@ def run_case(data: str, seed: int, name: str, hp: dict[str, Any], n: int, width:
     traj = rodflow.iterate(spec, prob.loss_fn, prob.theta0, steps, sharpness_every=sharpness_every)
     t_disc = time.perf_counter() - t0
     k_star = eos_onset(traj.sharpness, spec.threshold)
-    first = FIRST_START if spec.beta2 is not None else 1
+    first = max(first, FIRST_START) if spec.beta2 is not None else first
     if start is None:
         start = max(first, (k_star if k_star is not None else steps // 2) - lead)
     elif not first <= start < steps:
         raise ValueError(f"start must lie in [{first}, {steps}) for {name}, got {start}")
+    return prob, spec, traj, k_star, start, t_disc
+
+
+def run_case(data: str, seed: int, name: str, hp: dict[str, Any], n: int, width: int, steps: int,
+             sharpness_every: int, lead: int, method: str, rtol: float, atol: float,
+             variants: list[str], start: int | None = None) -> dict[str, Any]:
+    """One case: iterates, k*, then every variant from ``max(k* − lead, first)`` (or from ``start``);
+    a JSON-able row."""
+    import torch
+
+    import rodflow
+
+    prob, spec, traj, k_star, start, t_disc = setup_case(data, seed, name, hp, n, width, steps, sharpness_every,
+                                                         lead, start)
     row: dict[str, Any] = {"data": data, "seed": seed, "optimizer": name, "hyperparameters": hp, "n": n,
                            "width": width, "steps": steps, "dim": prob.dim, "k_star": k_star, "start": start,
                            "seconds_discrete": t_disc, "method": method, "rtol": rtol, "atol": atol, "variants": {}}

@@ -39,10 +39,8 @@ import argparse
 import cmath
 import json
 import math
-import os
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -203,20 +201,12 @@ def make_flow(tag: str, spec: OptimizerSpec, loss_fn: LossFn) -> Flow:
 def run_case(data: str, seed: int, name: str, variants: list[str], n: int | None = None, width: int = 32,
              steps: int = 400, lead: int = 50) -> dict[str, Any]:
     """Iterates, the onset k* of sustained EoS, and each variant from ``max(k* − lead, first)`` (as ``fidelity.py``)."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(1)
     import rodflow
-    from paper_repro.rodflow.fidelity import FIRST_START
-    from paper_repro.rodflow.tracking import DEFAULT_N, EOS_LRS, make_problem
-    from rodflow.compare import eos_onset
+    from paper_repro.rodflow.fidelity import setup_case
+    from paper_repro.rodflow.tracking import DEFAULT_N, EOS_LRS
 
-    warnings.simplefilter("ignore", rodflow.flows.base.TransientWarning)
-    prob = make_problem(data, n or DEFAULT_N[data], width, seed)
-    spec = rodflow.optimizer(name, **EOS_LRS[data][name])
-    traj = rodflow.iterate(spec, prob.loss_fn, prob.theta0, steps, sharpness_every=10)
-    k_star = eos_onset(traj.sharpness, spec.threshold)
-    first = FIRST_START if spec.beta2 is not None else max(1, max(HALF.values()))
-    start = max(first, (k_star if k_star is not None else steps // 2) - lead)
+    prob, spec, traj, k_star, start, _ = setup_case(data, seed, name, dict(EOS_LRS[data][name]), n or DEFAULT_N[data],
+                                                    width, steps, 10, lead, first=max(HALF.values()))
     row: dict[str, Any] = {"data": data, "seed": seed, "optimizer": name, "k_star": k_star, "start": start,
                            "steps": steps, "variants": {}}
     for tag in variants:
