@@ -14,6 +14,7 @@ below it, each series' bursts (local maxima above a quarter of the series' large
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -48,32 +49,70 @@ def bursts(t: Tensor, amp: Tensor, fraction: float = BURST) -> list[int]:
     return out
 
 
+def centre_sharpness(spec: Any, loss_fn: Any, states: list[Any]) -> list[float]:
+    """The top eigenvalue of P⁻¹H (P the optimizer's preconditioner; for GD and the momentum methods the
+    step-scaled H, whose threshold is the spec's) at each :class:`rodflow.PhaseState`, warm-started along the list."""
+    from rodflow.sharpness import SharpnessTracker
+
+    tracker = SharpnessTracker(spec, loss_fn)
+    for state in states:
+        tracker.record(state)
+    return [float(x) for x in tracker.series()["preconditioned_sharpness"]]
+
+
 def run(data: str, seed: int, name: str, *, n: int | None = None, width: int = 32, steps: int = 400,
-        lead: int = 50) -> dict[str, Any]:
+        lead: int = 50, every: int = 10, sharpness: bool = False) -> dict[str, Any]:
+    """The case's series (``sharpness``: also P⁻¹H's top eigenvalue every ``every`` steps at the iterates'
+    three-point centre and at the rod's centre W)."""
     import rodflow
     from paper_repro.rodflow.fidelity import setup_case
     from paper_repro.rodflow.tracking import DEFAULT_N, EOS_LRS
 
     prob, spec, traj, k_star, start, _ = setup_case(data, seed, name, dict(EOS_LRS[data][name]), n or DEFAULT_N[data],
                                                     width, steps, 10, lead)
-    rod = rodflow.compare(traj, rodflow.rod_flow(spec, prob.loss_fn).solve(traj, start=start), threshold=spec.threshold)
+    sol = rodflow.rod_flow(spec, prob.loss_fn).solve(traj, start=start)
+    rod = rodflow.compare(traj, sol, threshold=spec.threshold)
     stable = rodflow.compare(traj, rodflow.stable_flow(spec, prob.loss_fn, order=2, form="delay").solve(traj, start=start),
                              threshold=spec.threshold)
-    return {"case": f"{data}/{seed}/{name}", "k_star": k_star, "start": start, "t": rod.t,
+    rows = list(range(0, len(rod.t), every))
+    sharp: dict[str, list[float]] = {}
+    if sharpness:
+        inside = [i for i in rows if 0 < int(rod.t[i]) < int(traj.t[-1])]
+        it = [traj.state(int(rod.t[i])) for i in inside]
+        centres = [(traj.theta[traj.index_of(s.t) - 1] + 2 * s.theta + traj.theta[traj.index_of(s.t) + 1]) / 4 for s in it]
+        sharp["iterates"] = centre_sharpness(spec, prob.loss_fn, [dataclasses.replace(s, theta=c)
+                                                                  for s, c in zip(it, centres)])
+        rs = [sol.state(int(rod.t[i])) for i in inside]
+        sharp["rod"] = centre_sharpness(spec, prob.loss_fn, [dataclasses.replace(s, theta=sol.centre[i])
+                                                             for s, i in zip(rs, inside)])
+        sharp["steps"] = [float(rod.t[i]) for i in inside]
+    return {"case": f"{data}/{seed}/{name}", "k_star": k_star, "start": start, "t": rod.t, "rows": rows,
+            "sharpness": sharp, "threshold": float(spec.threshold),
             "iterates": rod.alternating_amplitude7, "rod_delta": rod.flow_amplitude, "rod": rod.distance,
             "centre": rod.centre_distance, "stable": stable.distance,
             "bursts_iterates": bursts(rod.t, rod.alternating_amplitude7), "bursts_rod": bursts(rod.t, rod.flow_amplitude)}
 
 
-def markdown(res: dict[str, Any], every: int, command: str) -> str:
+def markdown(res: dict[str, Any], command: str) -> str:
     cols = ("iterates", "rod_delta", "rod", "centre", "stable")
+    sharp = res["sharpness"]
+    extra = " iterates' centre P⁻¹H | rod centre P⁻¹H |" if sharp else ""
     head = ("| step | iterates' alternating amplitude | rod ‖Δ‖ | rod distance | rod centre distance | "
-            "stable distance |\n|---|---|---|---|---|---|")
-    rows = [f"| {int(res['t'][i])} | " + " | ".join(f"{float(res[c][i]):.3g}" for c in cols) + " |"
-            for i in range(0, len(res["t"]), every)]
+            "stable distance |" + extra + "\n|---|---|---|---|---|---|" + ("---|---|" if sharp else ""))
+
+    def row(i: int) -> str:
+        cells = [f"{float(res[c][i]):.3g}" for c in cols]
+        if sharp:
+            at = sharp["steps"].index(float(res["t"][i])) if float(res["t"][i]) in sharp["steps"] else None
+            cells += ["–", "–"] if at is None else [f"{sharp['iterates'][at]:.4g}", f"{sharp['rod'][at]:.4g}"]
+        return f"| {int(res['t'][i])} | " + " | ".join(cells) + " |"
+
+    rows = [row(i) for i in res["rows"]]
+    note = (f" P⁻¹H: the top eigenvalue of the preconditioned Hessian at the iterates' three-point centre and at the "
+            f"rod's centre W (threshold {res['threshold']:.4g}).") if sharp else ""
     return (f"# Bursts and distances: {res['case']}\n\nOnset of sustained EoS k* = {res['k_star']}, flows from step "
             f"{res['start']} (the default rod and the stable delay flow, as in `fidelity.py`). Distances to the iterates "
-            "(parity); amplitudes: the iterates' seven-point alternating amplitude and the rod's ‖Δ‖.\n\n" + head + "\n"
+            "(parity); amplitudes: the iterates' seven-point alternating amplitude and the rod's ‖Δ‖." + note + "\n\n" + head + "\n"
             + "\n".join(rows) + f"\n\nBursts (local maxima above {BURST:g} × the series' largest value): iterates "
             f"{res['bursts_iterates']}, rod {res['bursts_rod']}.\n\nCommand: `{command}`\n")
 
@@ -84,15 +123,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=3)
     p.add_argument("--optimizer", default="heavy_ball")
     p.add_argument("--every", type=int, default=10, help="rows of the table: every this many steps")
+    p.add_argument("--sharpness", action="store_true", help="add P⁻¹H's top eigenvalue at both centres (minutes)")
     p.add_argument("--tiny", action="store_true", help="seconds: a tiny digits net, heavy ball, 40 steps")
     p.add_argument("--results", type=Path, default=ROOT / "paper_repro" / "rodflow" / "results")
     args = p.parse_args(argv)
-    kw: dict[str, Any] = {"n": 64, "width": 8, "steps": 40, "lead": 10} if args.tiny else {}
+    kw: dict[str, Any] = {"n": 64, "width": 8, "steps": 40, "lead": 10, "every": 1} if args.tiny else {"every": args.every}
     data, seed, name = ("digits", 0, "heavy_ball") if args.tiny else (args.data, args.seed, args.optimizer)
-    res = run(data, seed, name, **kw)
+    res = run(data, seed, name, sharpness=args.sharpness, **kw)
     given = list(argv if argv is not None else sys.argv[1:])
     kept = [a for i, a in enumerate(given) if not a.startswith("--results") and (i == 0 or given[i - 1] != "--results")]
-    text = markdown(res, 1 if args.tiny else args.every, " ".join(["python paper_repro/rodflow/bursts.py", *kept]))
+    text = markdown(res, " ".join(["python paper_repro/rodflow/bursts.py", *kept]))
     args.results.mkdir(parents=True, exist_ok=True)
     out = args.results / ("bursts_tiny.md" if args.tiny else f"bursts_{data}_seed{seed}_{name}.md")
     out.write_text(text)

@@ -22,6 +22,7 @@ def test_bursts_are_the_local_maxima_above_the_level() -> None:
 
 
 def test_tiny_run_writes_its_table(tmp_path) -> None:
-    assert bursts.main(["--tiny", "--results", str(tmp_path)]) == 0
+    assert bursts.main(["--tiny", "--sharpness", "--results", str(tmp_path)]) == 0
     text = (tmp_path / "bursts_tiny.md").read_text()
-    assert "| 40 |" in text and "Command: `python paper_repro/rodflow/bursts.py --tiny`" in text
+    assert "| 40 |" in text and "rod centre P⁻¹H" in text
+    assert "Command: `python paper_repro/rodflow/bursts.py --tiny --sharpness`" in text
