@@ -63,7 +63,7 @@ def centre_sharpness(spec: Any, loss_fn: Any, states: list[Any]) -> list[float]:
 def run(data: str, seed: int, name: str, *, n: int | None = None, width: int = 32, steps: int = 400,
         lead: int = 50, every: int = 10, sharpness: bool = False) -> dict[str, Any]:
     """The case's series (``sharpness``: also P⁻¹H's top eigenvalue every ``every`` steps at the iterates'
-    three-point centre and at the rod's centre W)."""
+    three-point centre, at the rod's centre W and at the stable flow)."""
     import rodflow
     from paper_repro.rodflow.fidelity import setup_case
     from paper_repro.rodflow.tracking import DEFAULT_N, EOS_LRS
@@ -72,8 +72,8 @@ def run(data: str, seed: int, name: str, *, n: int | None = None, width: int = 3
                                                     width, steps, 10, lead)
     sol = rodflow.rod_flow(spec, prob.loss_fn).solve(traj, start=start)
     rod = rodflow.compare(traj, sol, threshold=spec.threshold)
-    stable = rodflow.compare(traj, rodflow.stable_flow(spec, prob.loss_fn, order=2, form="delay").solve(traj, start=start),
-                             threshold=spec.threshold)
+    stable_sol = rodflow.stable_flow(spec, prob.loss_fn, order=2, form="delay").solve(traj, start=start)
+    stable = rodflow.compare(traj, stable_sol, threshold=spec.threshold)
     rows = list(range(0, len(rod.t), every))
     sharp: dict[str, list[float]] = {}
     if sharpness:
@@ -82,9 +82,9 @@ def run(data: str, seed: int, name: str, *, n: int | None = None, width: int = 3
         centres = [(traj.theta[traj.index_of(s.t) - 1] + 2 * s.theta + traj.theta[traj.index_of(s.t) + 1]) / 4 for s in it]
         sharp["iterates"] = centre_sharpness(spec, prob.loss_fn, [dataclasses.replace(s, theta=c)
                                                                   for s, c in zip(it, centres)])
-        rs = [sol.state(int(rod.t[i])) for i in inside]
-        sharp["rod"] = centre_sharpness(spec, prob.loss_fn, [dataclasses.replace(s, theta=sol.centre[i])
-                                                             for s, i in zip(rs, inside)])
+        for key, flow_sol in (("rod", sol), ("stable", stable_sol)):
+            states = [dataclasses.replace(flow_sol.state(int(rod.t[i])), theta=flow_sol.centre[i]) for i in inside]
+            sharp[key] = centre_sharpness(spec, prob.loss_fn, states)
         sharp["steps"] = [float(rod.t[i]) for i in inside]
     return {"case": f"{data}/{seed}/{name}", "k_star": k_star, "start": start, "t": rod.t, "rows": rows,
             "sharpness": sharp, "threshold": float(spec.threshold),
@@ -96,20 +96,20 @@ def run(data: str, seed: int, name: str, *, n: int | None = None, width: int = 3
 def markdown(res: dict[str, Any], command: str) -> str:
     cols = ("iterates", "rod_delta", "rod", "centre", "stable")
     sharp = res["sharpness"]
-    extra = " iterates' centre P⁻¹H | rod centre P⁻¹H |" if sharp else ""
+    extra = " iterates' centre P⁻¹H | rod centre P⁻¹H | stable P⁻¹H |" if sharp else ""
     head = ("| step | iterates' alternating amplitude | rod ‖Δ‖ | rod distance | rod centre distance | "
-            "stable distance |" + extra + "\n|---|---|---|---|---|---|" + ("---|---|" if sharp else ""))
+            "stable distance |" + extra + "\n|---|---|---|---|---|---|" + ("---|---|---|" if sharp else ""))
 
     def row(i: int) -> str:
         cells = [f"{float(res[c][i]):.3g}" for c in cols]
         if sharp:
             at = sharp["steps"].index(float(res["t"][i])) if float(res["t"][i]) in sharp["steps"] else None
-            cells += ["–", "–"] if at is None else [f"{sharp['iterates'][at]:.4g}", f"{sharp['rod'][at]:.4g}"]
+            cells += ["–"] * 3 if at is None else [f"{sharp[k][at]:.4g}" for k in ("iterates", "rod", "stable")]
         return f"| {int(res['t'][i])} | " + " | ".join(cells) + " |"
 
     rows = [row(i) for i in res["rows"]]
     note = (f" P⁻¹H: the top eigenvalue of the preconditioned Hessian at the iterates' three-point centre and at the "
-            f"rod's centre W (threshold {res['threshold']:.4g}).") if sharp else ""
+            f"rod's centre W and at the stable flow (threshold {res['threshold']:.4g}).") if sharp else ""
     return (f"# Bursts and distances: {res['case']}\n\nOnset of sustained EoS k* = {res['k_star']}, flows from step "
             f"{res['start']} (the default rod and the stable delay flow, as in `fidelity.py`). Distances to the iterates "
             "(parity); amplitudes: the iterates' seven-point alternating amplitude and the rod's ‖Δ‖." + note + "\n\n" + head + "\n"
