@@ -27,6 +27,8 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from paper_repro.rodflow.fidelity import command_line  # noqa: E402
+
 #: A burst: a local maximum of an amplitude series above this fraction of the series' largest value.
 BURST = 0.25
 
@@ -65,27 +67,27 @@ def run(data: str, seed: int, name: str, *, n: int | None = None, width: int = 3
     """The case's series (``sharpness``: also P⁻¹H's top eigenvalue every ``every`` steps at the iterates'
     three-point centre, at the rod's centre W and at the stable flow)."""
     import rodflow
-    from paper_repro.rodflow.fidelity import setup_case
+    from paper_repro.rodflow.fidelity import make_variant, setup_case
     from paper_repro.rodflow.tracking import DEFAULT_N, EOS_LRS
+    from rodflow.flows.base import _three_point
 
     prob, spec, traj, k_star, start, _ = setup_case(data, seed, name, dict(EOS_LRS[data][name]), n or DEFAULT_N[data],
                                                     width, steps, 10, lead)
-    sol = rodflow.rod_flow(spec, prob.loss_fn).solve(traj, start=start)
+    sol = make_variant("rod2", spec, prob.loss_fn).solve(traj, start=start)
     rod = rodflow.compare(traj, sol, threshold=spec.threshold)
-    stable_sol = rodflow.stable_flow(spec, prob.loss_fn, order=2, form="delay").solve(traj, start=start)
+    stable_sol = make_variant("stable2d", spec, prob.loss_fn).solve(traj, start=start)
     stable = rodflow.compare(traj, stable_sol, threshold=spec.threshold)
     rows = list(range(0, len(rod.t), every))
     sharp: dict[str, list[float]] = {}
     if sharpness:
         inside = [i for i in rows if 0 < int(rod.t[i]) < int(traj.t[-1])]
         it = [traj.state(int(rod.t[i])) for i in inside]
-        centres = [(traj.theta[traj.index_of(s.t) - 1] + 2 * s.theta + traj.theta[traj.index_of(s.t) + 1]) / 4 for s in it]
-        sharp["iterates"] = centre_sharpness(spec, prob.loss_fn, [dataclasses.replace(s, theta=c)
-                                                                  for s, c in zip(it, centres)])
+        sharp["iterates"] = centre_sharpness(spec, prob.loss_fn, [
+            dataclasses.replace(s, theta=_three_point(traj.theta, traj.index_of(s.t), 0)[0]) for s in it])
         for key, flow_sol in (("rod", sol), ("stable", stable_sol)):
             states = [dataclasses.replace(flow_sol.state(int(rod.t[i])), theta=flow_sol.centre[i]) for i in inside]
             sharp[key] = centre_sharpness(spec, prob.loss_fn, states)
-        sharp["steps"] = [float(rod.t[i]) for i in inside]
+        sharp["steps"] = [int(rod.t[i]) for i in inside]
     return {"case": f"{data}/{seed}/{name}", "k_star": k_star, "start": start, "t": rod.t, "rows": rows,
             "sharpness": sharp, "threshold": float(spec.threshold),
             "iterates": rod.alternating_amplitude7, "rod_delta": rod.flow_amplitude, "rod": rod.distance,
@@ -100,15 +102,17 @@ def markdown(res: dict[str, Any], command: str) -> str:
     head = ("| step | iterates' alternating amplitude | rod ‖Δ‖ | rod distance | rod centre distance | "
             "stable distance |" + extra + "\n|---|---|---|---|---|---|" + ("---|---|---|" if sharp else ""))
 
+    where = {step: j for j, step in enumerate(sharp.get("steps", []))}  # step -> index of its sharpness
+
     def row(i: int) -> str:
         cells = [f"{float(res[c][i]):.3g}" for c in cols]
         if sharp:
-            at = sharp["steps"].index(float(res["t"][i])) if float(res["t"][i]) in sharp["steps"] else None
+            at = where.get(int(res["t"][i]))
             cells += ["–"] * 3 if at is None else [f"{sharp[k][at]:.4g}" for k in ("iterates", "rod", "stable")]
         return f"| {int(res['t'][i])} | " + " | ".join(cells) + " |"
 
     rows = [row(i) for i in res["rows"]]
-    note = (f" P⁻¹H: the top eigenvalue of the preconditioned Hessian at the iterates' three-point centre and at the "
+    note = (f" P⁻¹H: the top eigenvalue of the preconditioned Hessian at the iterates' three-point centre, at the "
             f"rod's centre W and at the stable flow (threshold {res['threshold']:.4g}).") if sharp else ""
     return (f"# Bursts and distances: {res['case']}\n\nOnset of sustained EoS k* = {res['k_star']}, flows from step "
             f"{res['start']} (the default rod and the stable delay flow, as in `fidelity.py`). Distances to the iterates "
@@ -130,9 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     kw: dict[str, Any] = {"n": 64, "width": 8, "steps": 40, "lead": 10, "every": 1} if args.tiny else {"every": args.every}
     data, seed, name = ("digits", 0, "heavy_ball") if args.tiny else (args.data, args.seed, args.optimizer)
     res = run(data, seed, name, sharpness=args.sharpness, **kw)
-    given = list(argv if argv is not None else sys.argv[1:])
-    kept = [a for i, a in enumerate(given) if not a.startswith("--results") and (i == 0 or given[i - 1] != "--results")]
-    text = markdown(res, " ".join(["python paper_repro/rodflow/bursts.py", *kept]))
+    text = markdown(res, command_line("paper_repro/rodflow/bursts.py", argv))
     args.results.mkdir(parents=True, exist_ok=True)
     out = args.results / ("bursts_tiny.md" if args.tiny else f"bursts_{data}_seed{seed}_{name}.md")
     out.write_text(text)

@@ -97,6 +97,22 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
+def command_line(script: str, argv: list[str] | None) -> str:
+    """``python SCRIPT ARGS`` for a results file: the arguments (``sys.argv[1:]`` by default) without ``--results``
+    and its value, which name this machine's output folder."""
+    given = list(argv if argv is not None else sys.argv[1:])
+    kept = [a for i, a in enumerate(given) if not a.startswith("--results") and (i == 0 or given[i - 1] != "--results")]
+    return " ".join(["python", script, *kept])
+
+
+def make_variant(tag: str, spec: Any, loss_fn: Any) -> Any:
+    """The flow of variant ``tag`` (:data:`VARIANTS`) for ``spec`` on ``loss_fn``."""
+    import rodflow
+
+    kind, kw = VARIANTS[tag]
+    return (rodflow.stable_flow if kind == "stable" else rodflow.rod_flow)(spec, loss_fn, **kw)
+
+
 def setup_case(data: str, seed: int, name: str, hp: dict[str, Any], n: int, width: int, steps: int,
                sharpness_every: int, lead: int, start: int | None = None, first: int = 1) -> tuple[Any, ...]:
     """The problem, spec and iterates of one case, the onset k* of sustained EoS and the flows' start:
@@ -137,9 +153,7 @@ def run_case(data: str, seed: int, name: str, hp: dict[str, Any], n: int, width:
                            "width": width, "steps": steps, "dim": prob.dim, "k_star": k_star, "start": start,
                            "seconds_discrete": t_disc, "method": method, "rtol": rtol, "atol": atol, "variants": {}}
     for tag in variants:
-        kind, kw = VARIANTS[tag]
-        make = rodflow.stable_flow if kind == "stable" else rodflow.rod_flow
-        flow = make(spec, prob.loss_fn, **kw)
+        flow = make_variant(tag, spec, prob.loss_fn)
         t0 = time.perf_counter()
         if flow.form == "delay":
             how: dict[str, Any] = {"options": {"step_size": STEPS[tag]} if tag in STEPS else None,

@@ -51,6 +51,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from paper_repro.rodflow.fidelity import command_line  # noqa: E402
 from rodflow.derivatives import LossFn  # noqa: E402
 from rodflow.flows.base import Flow, Y  # noqa: E402
 from rodflow.flows.parts import StableState, pack, stable_increment, stable_moments  # noqa: E402
@@ -187,15 +188,14 @@ def rate_errors(beta: float = 0.9, xs: tuple[float, ...] = (0.2, 0.5, 1.0, 1.5, 
 
 
 def make_flow(tag: str, spec: OptimizerSpec, loss_fn: LossFn) -> Flow:
-    import rodflow
+    """``phaseN`` / ``phaseNo3`` (N phases, the three-lag kernel): a :class:`PhaseFlow`; otherwise the package's
+    flow of ``fidelity.py``'s variant ``tag``."""
+    from paper_repro.rodflow.fidelity import make_variant
 
-    if tag.startswith("phase"):  # phaseN, phaseNo3 (the three-lag kernel)
+    if tag.startswith("phase"):
         n, _, order = tag[5:].partition("o")
         return PhaseFlow(spec, loss_fn, n_phase=int(n), order=int(order or 2))
-    kind, order = tag[:-2] if tag.endswith("2d") else tag[:-1], int(tag.rstrip("d")[-1])
-    if kind == "stable":
-        return rodflow.stable_flow(spec, loss_fn, order=order, form="delay")
-    return rodflow.rod_flow(spec, loss_fn, order=order)
+    return make_variant(tag, spec, loss_fn)  # type: ignore[no-any-return]
 
 
 def run_case(data: str, seed: int, name: str, variants: list[str], n: int | None = None, width: int = 32,
@@ -272,9 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     args.results.mkdir(parents=True, exist_ok=True)
     jsonl, md = args.results / f"phases_{tag}.jsonl", args.results / f"phases_{tag}.md"
     jsonl.unlink(missing_ok=True)
-    given = list(argv if argv is not None else sys.argv[1:])
-    kept = [a for i, a in enumerate(given) if not a.startswith("--results") and (i == 0 or given[i - 1] != "--results")]
-    command = " ".join(["python paper_repro/rodflow/phases.py", *kept])
+    command = command_line("paper_repro/rodflow/phases.py", argv)
     rows = []
     for d, s, o in cases:
         rows.append(run_case(d, s, o, variants, **kw))
