@@ -10,10 +10,13 @@ own tensors (3,030,500 parameters in 20 tensors), interleaved rounds, medians:
   θ ← θ − (lr / b1) m / (√v / b2 + ε), with the bias corrections b1 = 1 − β1^t, b2 = √(1 − β2^t)
   formed *outside* the compiled function and passed in as tensors (inside, the compiler evaluates
   the powers once per element);
-* ``+ compiled trigger statistics``: FlowAdam's ‖g‖², ‖g − g_{t−1}‖² (float64 sums) first, then the
-  update: what a compiled FlowAdam Adam-mode step would cost;
-* ``compiled VRAdam step``: ‖lerp(m, g, 1 − β1)‖² summed over the tensors, η = lr / (1 + min(β3 s, α1)),
-  then the decoupled-decay update at rate η: one compiled function, two passes::
+* ``+ compiled trigger statistics``: FlowAdam's own ``statistics="compile"`` sums ‖g‖², ‖g − g_{t−1}‖²
+  (:func:`rodflow.optim.reductions.change_sq_sums`) first, then the update: what a compiled FlowAdam
+  Adam-mode step would cost;
+* ``compiled VRAdam step``: VRAdam's per-tensor ‖lerp(m, g, 1 − β1)‖²
+  (:func:`~rodflow.optim.reductions.velocity_sq_norms`, traced into the caller's graph) summed, η from
+  :meth:`rodflow.VRAdam.effective_lr`, then the decoupled-decay update at rate η: one compiled
+  function, two passes::
 
     python benchmarks/compiled_update.py [--threads 1 2] [--rounds 60]
 """
@@ -31,34 +34,28 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).parent))
 from _timing import big_params, interleaved_medians, table
 
-F64 = torch.float64
-B1, B2, EPS, WD, BETA3, ALPHA1 = 0.9, 0.999, 1e-8, 1e-5, 1.0, 10.0
+import rodflow
+from rodflow.optim.reductions import change_sq_sums, velocity_sq_norms
+
+B1, B2, EPS, WD = 0.9, 0.999, 1e-8, 1e-5
+VRADAM = {"lr": 1e-3, "beta3": 1.0, "alpha1": 10.0, "power": 2.0}  # VRAdam's defaults (lr as in the rows)
 
 
 def adam_update(ps: list[Tensor], gs: list[Tensor], ms: list[Tensor], vs: list[Tensor], lr: Tensor,
-                bc: Tensor) -> None:
-    """θ ← θ − (lr / b1) m / (√v / b2 + ε) after the moment updates; ``bc = [b1, b2]``."""
+                bc: Tensor, decay: Tensor | float = 0.0) -> None:
+    """m ← lerp(m, g, 1 − β1), v ← β2 v + (1 − β2) g², then θ ← θ(1 − lr λ) − (lr / b1) m / (√v / b2 + ε);
+    ``bc = [b1, b2]``."""
     for p, g, m, v in zip(ps, gs, ms, vs):
         m.lerp_(g, 1 - B1)
         v.mul_(B2).addcmul_(g, g, value=1 - B2)
-        p.copy_(p - (lr / bc[0]) * m / (v.sqrt() / bc[1] + EPS))
-
-
-def trigger_statistics(gs: list[Tensor], prev: list[Tensor]) -> Tensor:
-    """[Σ‖g‖², Σ‖g − g_{t−1}‖²] in float64."""
-    rows = [torch.stack([g.square().sum(dtype=F64), (g - q).square().sum(dtype=F64)]) for g, q in zip(gs, prev)]
-    return torch.stack(rows).sum(dim=0)
+        p.copy_(p * (1 - lr * decay) - (lr / bc[0]) * m / (v.sqrt() / bc[1] + EPS))
 
 
 def vradam_step(ps: list[Tensor], gs: list[Tensor], ms: list[Tensor], vs: list[Tensor], lr: Tensor,
                 bc: Tensor) -> Tensor:
     """η from the next moment's squared norm, then AdamW's update at rate η; returns η."""
-    sq = torch.stack([torch.lerp(m, g, 1 - B1).square().sum(dtype=F64) for m, g in zip(ms, gs)]).sum()
-    eta = (lr / (1 + torch.clamp(BETA3 * sq, max=ALPHA1))).to(ps[0].dtype)
-    for p, g, m, v in zip(ps, gs, ms, vs):
-        m.lerp_(g, 1 - B1)
-        v.mul_(B2).addcmul_(g, g, value=1 - B2)
-        p.copy_(p * (1 - eta * WD) - (eta / bc[0]) * m / (v.sqrt() / bc[1] + EPS))
+    eta = rodflow.VRAdam.effective_lr({**VRADAM, "lr": lr}, velocity_sq_norms(ms, gs, 1 - B1).sum())
+    adam_update(ps, gs, ms, vs, eta.to(ps[0].dtype), bc, WD)
     return eta
 
 
@@ -80,11 +77,11 @@ def step_times(rounds: int, threads: int, seed: int) -> None:
     lr = torch.tensor(1e-3)
     t = 10
     bc = torch.tensor([1 - B1 ** t, (1 - B2 ** t) ** 0.5])
-    update, stats, vr = (torch.compile(f, dynamic=False) for f in (adam_update, trigger_statistics, vradam_step))
+    update, vr = (torch.compile(f, dynamic=False) for f in (adam_update, vradam_step))
     a = _state(seed)
     steps["compiled Adam update"] = lambda: update(a[0], a[1], a[3], a[4], lr, bc)
     b = _state(seed)
-    steps["compiled trigger statistics + compiled Adam update"] = lambda: (stats(b[1], b[2]),
+    steps["compiled trigger statistics + compiled Adam update"] = lambda: (change_sq_sums(b[1], b[2], "compile"),
                                                                           update(b[0], b[1], b[3], b[4], lr, bc))
     c = _state(seed)
     steps["compiled VRAdam step"] = lambda: vr(c[0], c[1], c[3], c[4], lr, bc)
